@@ -1,0 +1,155 @@
+"""Prefect flow that runs the six DVC stages in order and groups them in MLflow.
+
+Run it from the project root::
+
+    python -m flows.pipeline
+
+Each stage is ``dvc repro --single-item <stage>``: DVC decides whether the stage
+is out of date and skips it otherwise. The flow opens one MLflow parent run per
+execution and passes its id to the stages, whose own runs become its
+children. A stage that DVC skips still gets a child run, tagged
+``tardiff.cached=true`` and carrying the metrics of its last real run.
+With no Prefect server configured, Prefect starts a temporary local one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+from prefect import flow, get_run_logger, task
+
+from tardiff.config import load_params
+from tasks import tracking
+from tasks.common import INPUT_ERROR_MARKER, STAGES, metrics_path
+
+SKIPPED_MARKER = "didn't change, skipping"
+OUTPUT_TAIL_LINES = 40
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited with a non-zero status."""
+
+    def __init__(self, stage: str, returncode: int, output: str):
+        self.stage = stage
+        self.returncode = returncode
+        self.output = output
+        self.input_error = INPUT_ERROR_MARKER in output
+        tail = "\n".join(output.splitlines()[-OUTPUT_TAIL_LINES:])
+        super().__init__(f"stage {stage} failed with exit status {returncode}:\n{tail}")
+
+
+def is_transient(task, task_run, state) -> bool:
+    """Retry everything except input errors, which fail the same way every time."""
+    try:
+        state.result()
+    except StageFailed as exc:
+        return not exc.input_error
+    except Exception:
+        return True
+    return False
+
+
+def stage_environment(parent_run_id: str | None) -> dict[str, str]:
+    """Return the environment of a stage process: this interpreter first on PATH, the parent run id."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    if parent_run_id:
+        env[tracking.PARENT_ENV] = parent_run_id
+    return env
+
+
+@task(name="dvc-stage", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
+def run_dvc_stage(stage: str, project: str, parent_run_id: str | None, force: bool = False) -> dict:
+    """Run one DVC stage; returns whether DVC skipped it and its metrics file's content."""
+    logger = get_run_logger()
+    command = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+    if force:
+        command.append("--force")
+    logger.info("running %s", " ".join(command[1:]))
+    process = subprocess.Popen(
+        command, cwd=project, env=stage_environment(parent_run_id),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        logger.info("%s | %s", stage, line.rstrip())
+    returncode = process.wait()
+    output = "".join(lines)
+    if returncode != 0:
+        raise StageFailed(stage, returncode, output)
+
+    metrics_file = Path(project) / metrics_path(stage)
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return {"stage": stage, "skipped": SKIPPED_MARKER in output, "metrics": metrics}
+
+
+def log_cached_stage(stage: str, metrics: dict, params) -> None:
+    """Record a stage that DVC skipped as a child run holding its last metrics."""
+    tags = tracking.run_tags(stage, params, {"tardiff.cached": "true"})
+    with mlflow.start_run(run_name=f"{stage} (cached)", tags=tags, nested=True):
+        tracking.log_metrics({k: v for k, v in metrics.items()})
+
+
+@flow(name="tardiff-pipeline", log_prints=True)
+def tardiff_pipeline(project: str = ".", stages: list[str] | None = None, force: bool = False) -> dict:
+    """Run the TarDiff stages in order through DVC, with one MLflow parent run for the execution.
+
+    Args:
+        project: the project root holding ``dvc.yaml`` and ``params.yaml``.
+        stages: a subset of the six stages, in pipeline order; default all.
+        force: re-run the stages even when DVC finds them up to date.
+
+    Returns:
+        ``{"parent_run_id": ..., "stages": [per-stage results]}``.
+    """
+    logger = get_run_logger()
+    root = Path(project).resolve()
+    selected = list(stages) if stages else list(STAGES)
+    unknown = [name for name in selected if name not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+    params = load_params(root / "params.yaml")
+
+    uri = tracking.configure(root)
+    logger.info("MLflow tracking URI: %s", uri)
+    results = []
+    with mlflow.start_run(run_name=f"pipeline ({params.data.dataset}, {params.profile})",
+                          tags=tracking.run_tags("pipeline", params)) as parent:
+        parent_id = parent.info.run_id
+        for stage in (name for name in STAGES if name in selected):
+            result = run_dvc_stage(stage, str(root), parent_id, force)
+            if result["skipped"]:
+                logger.info("stage %s is up to date; DVC skipped it", stage)
+                log_cached_stage(stage, result["metrics"], params)
+            results.append(result)
+        evaluation = next((r["metrics"] for r in results if r["stage"] == "evaluate"), None)
+        if evaluation:
+            tracking.log_metrics(evaluation)
+        mlflow.log_artifact(str(root / "params.yaml"))
+    return {"parent_run_id": parent_id, "stages": results}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the TarDiff pipeline (all DVC stages) as a Prefect flow.")
+    parser.add_argument("--project", default=".", help="project root with dvc.yaml (default: current folder)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, help="run only these stages (default: all)")
+    parser.add_argument("--force", action="store_true", help="re-run stages even when DVC finds them up to date")
+    args = parser.parse_args(argv)
+    try:
+        tardiff_pipeline(project=args.project, stages=args.stages, force=args.force)
+    except StageFailed as exc:
+        print(f"tardiff pipeline stopped: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

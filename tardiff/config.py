@@ -1,0 +1,305 @@
+"""Typed parameters of every pipeline stage, loaded from ``params.yaml``.
+
+``params.yaml`` holds one section per stage plus a ``profiles`` mapping. The
+top-level ``profile`` key names the profile whose values are deep-merged over
+the base sections, so one file describes the CPU default, the paper's GPU
+settings and the tiny test settings. Each section becomes one frozen dataclass;
+unknown or mistyped keys raise :class:`ConfigError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tardiff.errors import TardiffInputError
+
+
+class ConfigError(TardiffInputError):
+    """Invalid or missing value in ``params.yaml``."""
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One output channel of the hourly grid, built from one or more raw variables."""
+
+    name: str
+    sources: tuple[str, ...]  # raw variable names, highest priority first
+    unit: str
+    valid_min: float  # observations outside [valid_min, valid_max] are dropped and counted
+    valid_max: float
+    aggregate: str = "mean"  # how observations inside one hour combine: "mean", or "sum" for volumes
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "physionet2012"
+    dir: str = "../shared/data/physionet2012"
+    sets: tuple[str, ...] = ("a", "b", "c")
+    max_stays: int | None = None  # keep only the first N stays by record id (quick runs, tests)
+    hours: int = 24
+    normaliser: str = "zscore"  # "zscore" or "pit" (per-channel centred probability integral transform)
+    split_train: float = 0.8
+    split_val: float = 0.1
+    split_test: float = 0.1
+    verify_checksums: bool = True
+    channels: tuple[ChannelSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    timesteps: int = 200
+    beta_start: float = 5e-4
+    beta_end: float = 0.1
+    loss: str = "l1"  # "l1" (released code) or "l2" (paper)
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention_levels: tuple[int, ...] = (1, 2)  # indices into channel_mult that get self-attention
+    num_heads: int = 4
+    dropout: float = 0.0
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    train_steps: int = 3000
+    batch_size: int = 128
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    hidden_size: int = 64
+    num_layers: int = 2
+    dropout: float = 0.2
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 15
+
+
+@dataclass(frozen=True)
+class IhvpConfig:
+    method: str = "cg"  # "grad_dot", "grad_cos" or "cg"
+    guide_class: str = "all"  # "all", "0" or "1": which labels of the validation split form the guidance set
+    damping: float = 0.01
+    max_iter: int = 100
+    tol: float = 1e-6  # relative residual at which conjugate gradient stops
+    hessian_samples: int = 2048  # training samples whose mean loss defines the Hessian
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    sampling_steps: int = 20
+    eta: float = 1.0
+    guidance_scale: float = 100.0
+    gradient_at: str = "pred_x0"  # "pred_x0" (released code) or "x_t" (the paper's equation)
+    guidance_gradient: str = "double_backward"  # "double_backward" or "finite_difference"
+    unit_vector: bool = True  # rescale the precomputed vector to unit norm
+    batch_size: int = 512
+    use_ema: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    alphas: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    hidden_size: int = 64
+    num_layers: int = 2
+    dropout: float = 0.2
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 10
+
+
+@dataclass(frozen=True)
+class Params:
+    """All stage parameters after the active profile has been merged in."""
+
+    seed: int = 0
+    profile: str = "cpu"
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    ihvp: IhvpConfig = field(default_factory=IhvpConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+_CHOICES = {
+    ("data", "normaliser"): ("zscore", "pit"),
+    ("diffusion", "loss"): ("l1", "l2"),
+    ("ihvp", "method"): ("grad_dot", "grad_cos", "cg"),
+    ("ihvp", "guide_class"): ("all", "0", "1"),
+    ("generate", "gradient_at"): ("pred_x0", "x_t"),
+    ("generate", "guidance_gradient"): ("double_backward", "finite_difference"),
+}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return ``base`` with ``override`` merged in; nested mappings merge, other values replace."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is ChannelSpec:
+        return _channel_from_dict(value, where)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _channel_from_dict(raw: Any, where: str) -> ChannelSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping with name, sources, unit, valid_range")
+    missing = {"name", "sources", "unit", "valid_range"} - raw.keys()
+    unknown = raw.keys() - {"name", "sources", "unit", "valid_range", "aggregate"}
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {sorted(unknown)}")
+    if missing:
+        raise ConfigError(f"{where} is missing {sorted(missing)}")
+    low, high = raw["valid_range"]
+    sources = raw["sources"]
+    if isinstance(sources, str) or not sources:
+        raise ConfigError(f"{where}.sources must be a non-empty list of variable names, got {sources!r}")
+    aggregate = str(raw.get("aggregate", "mean"))
+    if aggregate not in ("mean", "sum"):
+        raise ConfigError(f"{where}.aggregate is {aggregate!r}; choose 'mean' or 'sum'")
+    return ChannelSpec(
+        str(raw["name"]), tuple(str(s) for s in sources), str(raw["unit"]), float(low), float(high), aggregate
+    )
+
+
+def _section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"section '{section}' in {source} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {sorted(unknown)} in section '{section}' of {source}; valid keys: {sorted(names)}"
+        )
+    values = {}
+    for key, value in raw.items():
+        where = f"{section}.{key} in {source}"
+        values[key] = _coerce(value, hints[key], where)
+        allowed = _CHOICES.get((section, key))
+        if allowed is not None and values[key] not in allowed:
+            raise ConfigError(f"{where} is {values[key]!r}; choose one of {list(allowed)}")
+    return cls(**values)
+
+
+def params_from_dict(raw: dict, source: str = "params.yaml", profile: str | None = None) -> Params:
+    """Build :class:`Params` from a parsed ``params.yaml``, merging the selected profile."""
+    raw = dict(raw)
+    profiles = raw.pop("profiles", {}) or {}
+    name = profile if profile is not None else raw.get("profile", "cpu")
+    if name not in profiles:
+        raise ConfigError(f"profile {name!r} is not defined under 'profiles' in {source}; defined: {sorted(profiles)}")
+    overrides = profiles[name] or {}
+    if "dir" in (overrides.get("data") or {}):
+        raise ConfigError(
+            f"profile {name!r} in {source} sets data.dir; set it in the base 'data' section instead, "
+            "because dvc.yaml reads it from there to track the raw files"
+        )
+    merged = deep_merge(raw, overrides)
+    merged["profile"] = name
+
+    sections = {f.name: f.type for f in dataclasses.fields(Params)}
+    hints = typing.get_type_hints(Params)
+    unknown = set(merged) - set(sections)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {sorted(unknown)} in {source}; valid keys: {sorted(sections)}")
+    values: dict[str, Any] = {}
+    for key, value in merged.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _section_from_dict(hint, value, key, source)
+        else:
+            values[key] = _coerce(value, hint, f"{key} in {source}")
+    params = Params(**values)
+    _check_consistency(params, source)
+    return params
+
+
+def _check_consistency(params: Params, source: str) -> None:
+    data = params.data
+    total = data.split_train + data.split_val + data.split_test
+    if abs(total - 1.0) > 1e-6 or min(data.split_train, data.split_val, data.split_test) <= 0:
+        raise ConfigError(f"data.split_* in {source} must be positive and sum to 1, got {total}")
+    if not data.channels:
+        raise ConfigError(f"data.channels in {source} is empty; list at least one channel")
+    depth = len(params.diffusion.channel_mult) - 1
+    if data.hours % (2**depth) != 0:
+        raise ConfigError(
+            f"data.hours={data.hours} must be divisible by 2**{depth} because the U-Net downsamples "
+            f"{depth} times (diffusion.channel_mult in {source}); change one of them"
+        )
+    if params.generate.sampling_steps > params.diffusion.timesteps:
+        raise ConfigError(f"generate.sampling_steps must not exceed diffusion.timesteps in {source}")
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+    """Read ``params.yaml`` and return the parameters of the active (or given) profile."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} not found; run from the project root or pass --params")
+    with path.open() as handle:
+        raw = yaml.safe_load(handle) or {}
+    return params_from_dict(raw, str(path), profile)
+
+
+def to_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a dataclass into dotted keys, as MLflow parameters."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(to_flat_dict(value, key + "."))
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            out[key] = ",".join(getattr(v, "name", str(v)) for v in value)
+        else:
+            out[key] = value
+    return out

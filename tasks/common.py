@@ -1,0 +1,57 @@
+"""Shared plumbing of the stage commands that ``dvc.yaml`` runs.
+
+Each stage is ``python -m tasks.<stage> [--params params.yaml]``: it reads its
+inputs, calls the library, writes its outputs atomically and logs to MLflow.
+Invalid input ends the process with exit status 2 and one line starting with
+``tardiff: input error:``; the Prefect flow does not retry those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tardiff.config import Params, load_params
+from tardiff.errors import TardiffInputError
+
+STAGES = ("preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "evaluate")
+INPUT_ERROR_MARKER = "tardiff: input error:"
+INPUT_ERROR_STATUS = 2
+
+OUTPUTS = Path("outputs")
+METRICS = Path("metrics")
+
+
+def stage_dir(stage: str) -> Path:
+    """Return the output folder of ``stage``, relative to the project root."""
+    return OUTPUTS / stage
+
+
+def metrics_path(stage: str) -> Path:
+    """Return the DVC metrics file of ``stage``."""
+    return METRICS / f"{stage}.json"
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for noisy in ("alembic", "mlflow.store", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_stage(stage: str, body: Callable[[Params, Path], None], argv: list[str] | None = None) -> None:
+    """Parse the command line, load the parameters and run ``body(params, project_root)``."""
+    parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=f"Run the {stage} stage.")
+    parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        params = load_params(args.params)
+        body(params, Path.cwd())
+    except TardiffInputError as exc:
+        print(f"{INPUT_ERROR_MARKER} {exc}", file=sys.stderr)
+        sys.exit(INPUT_ERROR_STATUS)
