@@ -88,7 +88,8 @@ class ClassifierConfig:
 class IhvpConfig:
     method: str = "cg"  # "grad_dot", "grad_cos" or "cg"
     guide_class: str = "all"  # "all", "0" or "1": which labels of the validation split form the guidance set
-    damping: float = 0.01
+    damping: float = 0.01  # starting damping lambda of (H + lambda I)
+    damping_increases: int = 3  # times lambda may grow tenfold when the damped Hessian is indefinite
     max_iter: int = 100
     tol: float = 1e-6  # relative residual at which conjugate gradient stops
     hessian_samples: int = 2048  # training samples whose mean loss defines the Hessian

@@ -162,10 +162,14 @@ def compute_ihvp(
     damping: float,
     max_iter: int,
     tol: float,
+    damping_increases: int = 3,
 ) -> IhvpResult:
     """Compute the guidance vector ``s`` of ``method`` for the guidance set ``(guide_x, guide_y)``.
 
     ``train_x``/``train_y`` define the Hessian (mean training loss); only ``cg`` uses them.
+    The Hessian of a trained network is often indefinite. When conjugate gradient
+    meets non-positive curvature, the damping is multiplied by 10 and the solve
+    restarted, up to ``damping_increases`` times; the damping used is recorded.
     """
     if method not in IHVP_METHODS:
         raise ValueError(f"unknown inverse-Hessian method {method!r}; choose one of {IHVP_METHODS}")
@@ -181,16 +185,9 @@ def compute_ihvp(
     elif method == "grad_cos":
         vector, score, iterations, residual, trace, negative = guidance_gradient / g_norm, "cos", 0, 0.0, [], False
     else:
-
-        def damped_hvp(v: torch.Tensor) -> torch.Tensor:
-            return hessian_vector_product(model, train_x, train_y, v) + damping * v
-
-        result = conjugate_gradient(damped_hvp, guidance_gradient, max_iter, tol)
-        if result.negative_curvature:
-            logger.warning(
-                "conjugate gradient met non-positive curvature after %d iterations; the damped Hessian is not "
-                "positive definite, raise ihvp.damping (now %g)", result.iterations, damping
-            )
+        result, damping = _damped_conjugate_gradient(
+            model, train_x, train_y, guidance_gradient, damping, max_iter, tol, damping_increases
+        )
         vector, score = result.solution, "dot"
         iterations, residual, trace, negative = (
             result.iterations, result.relative_residual, result.residual_trace, result.negative_curvature
@@ -241,6 +238,37 @@ def _per_sample_score_fn(model: GRUClassifier, vector: torch.Tensor, score: str)
         return dot
 
     return sample_score
+
+
+def _damped_conjugate_gradient(
+    model: GRUClassifier,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    rhs: torch.Tensor,
+    damping: float,
+    max_iter: int,
+    tol: float,
+    damping_increases: int,
+) -> tuple[ConjugateGradientResult, float]:
+    for attempt in range(damping_increases + 1):
+
+        def damped_hvp(v: torch.Tensor, damping: float = damping) -> torch.Tensor:
+            return hessian_vector_product(model, train_x, train_y, v) + damping * v
+
+        result = conjugate_gradient(damped_hvp, rhs, max_iter, tol)
+        if not result.negative_curvature:
+            return result, damping
+        if attempt < damping_increases:
+            logger.warning(
+                "conjugate gradient met non-positive curvature at damping %g after %d iterations; "
+                "retrying with damping %g", damping, result.iterations, damping * 10
+            )
+            damping *= 10
+    logger.warning(
+        "the damped Hessian is still not positive definite at damping %g; the vector is a partial solve. "
+        "Raise ihvp.damping", damping
+    )
+    return result, damping
 
 
 def influence_scores(

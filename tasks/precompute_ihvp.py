@@ -48,7 +48,8 @@ def main(params: Params, root: Path) -> None:
 
     with tracking.stage_run("precompute_ihvp", params, root):
         result = compute_ihvp(
-            model, guide_x, guide_y, train_x, train_y, config.method, config.damping, config.max_iter, config.tol
+            model, guide_x, guide_y, train_x, train_y, config.method, config.damping, config.max_iter, config.tol,
+            config.damping_increases,
         )
         out = stage_dir("precompute_ihvp")
         save_checkpoint(
@@ -67,6 +68,7 @@ def main(params: Params, root: Path) -> None:
             "method": result.method,
             "score": result.score,
             "damping": result.damping,
+            "damping_requested": config.damping if config.method == "cg" else 0.0,
             "iterations": result.iterations,
             "relative_residual": result.relative_residual,
             "negative_curvature": result.negative_curvature,
