@@ -101,7 +101,7 @@ class GenerateConfig:
     eta: float = 1.0
     guidance_scale: float = 100.0
     gradient_at: str = "pred_x0"  # "pred_x0" (released code) or "x_t" (the paper's equation)
-    guidance_gradient: str = "double_backward"  # "double_backward" or "finite_difference"
+    guidance_gradient: str = "finite_difference"  # "finite_difference" or "double_backward"
     unit_vector: bool = True  # rescale the precomputed vector to unit norm
     batch_size: int = 512
     use_ema: bool = True

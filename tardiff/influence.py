@@ -208,8 +208,10 @@ def compute_ihvp(
     )
 
 
-def _functional_logits(model: GRUClassifier, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return functional_call(model, params, (x,), {"unrolled": True})
+def _functional_logits(
+    model: GRUClassifier, params: dict[str, torch.Tensor], x: torch.Tensor, unrolled: bool = True
+) -> torch.Tensor:
+    return functional_call(model, params, (x,), {"unrolled": unrolled})
 
 
 def _named_vector(model: GRUClassifier, vector: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -341,7 +343,11 @@ def _dot_gradient_finite_difference(
     def input_gradient(sign: float) -> torch.Tensor:
         shifted = {name: p + sign * step * pieces[name] if name in pieces else p for name, p in params.items()}
         x_var = x.clone().requires_grad_(True)
-        logits = _functional_logits(model, shifted, x_var)
+        # Only first derivatives are needed, so the fused nn.GRU kernel serves (about twice as fast
+        # as the unrolled cell on CPU). cuDNN's GRU has no backward in eval mode, so it is disabled
+        # here and PyTorch's native CUDA kernel runs instead.
+        with torch.backends.cudnn.flags(enabled=False):
+            logits = _functional_logits(model, shifted, x_var, unrolled=False)
         loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
         (grad_x,) = torch.autograd.grad(loss, x_var)
         return grad_x

@@ -149,3 +149,16 @@ def test_unknown_method_and_empty_guidance_set_raise():
         compute_ihvp(model, x, y, x, y, "lissa_typo", 0.01, 1, 1e-6)
     with pytest.raises(ValueError, match="guidance set is empty"):
         compute_ihvp(model, x[:0], y[:0], x, y, "grad_dot", 0.01, 1, 1e-6)
+
+
+def test_cg_raises_damping_until_positive_definite():
+    model = _classifier(hidden=3, channels=2, dtype=torch.float64)
+    x, y = _data(n=16, channels=2, dtype=torch.float64)
+    smallest = torch.linalg.eigvalsh(_dense_hessian(model, x, y)).min().item()
+    assert smallest < 0, "the fixture needs an indefinite Hessian"
+    start = abs(smallest) / 50  # too small: the damped Hessian stays indefinite
+    result = compute_ihvp(model, x, y, x, y, "cg", start, max_iter=500, tol=1e-10, damping_increases=3)
+    assert result.damping > abs(smallest)
+    assert result.damping == pytest.approx(start * 100)
+    assert not result.negative_curvature
+    assert result.relative_residual < 1e-6
