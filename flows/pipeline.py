@@ -111,12 +111,12 @@ def tardiff_pipeline(project: str = ".", stages: list[str] | None = None, force:
     Returns:
         ``{"parent_run_id": ..., "stages": [per-stage results]}``.
     """
-    logger = get_run_logger()
-    root = Path(project).resolve()
     selected = list(stages) if stages else list(STAGES)
     unknown = [name for name in selected if name not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+    logger = get_run_logger()
+    root = Path(project).resolve()
     params = load_params(root / "params.yaml")
 
     uri = tracking.configure(root)

@@ -57,14 +57,10 @@ class GRUClassifier(nn.Module):
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         return self.head(self.dropout(final)).squeeze(-1)
 
-    def forward_unrolled(self, x: torch.Tensor) -> torch.Tensor:
-        """Compute the same logits as ``forward`` in eval mode, with the GRU cell written out.
-
-        Dropout is not applied: guidance and influence always use the trained model
-        deterministically.
-        """
+    def features_unrolled(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the head's input ``(batch, 2 * hidden)``: the final state of each direction, eval mode."""
         layer_input = x
-        finals = []
+        finals: list[torch.Tensor] = []
         for layer in range(self.config.num_layers):
             outputs = []
             for suffix, reverse in (("", False), ("_reverse", True)):
@@ -74,7 +70,15 @@ class GRUClassifier(nn.Module):
                 outputs.append(sequence)
                 finals.append(h_last)
             layer_input = torch.cat(outputs, dim=-1)
-        return self.head(torch.cat(finals[-2:], dim=-1)).squeeze(-1)
+        return torch.cat(finals[-2:], dim=-1)
+
+    def forward_unrolled(self, x: torch.Tensor) -> torch.Tensor:
+        """Compute the same logits as ``forward`` in eval mode, with the GRU cell written out.
+
+        Dropout is not applied: guidance and influence always use the trained model
+        deterministically.
+        """
+        return self.head(self.features_unrolled(x)).squeeze(-1)
 
 
 def _gru_direction(

@@ -86,13 +86,20 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class IhvpConfig:
-    method: str = "cg"  # "grad_dot", "grad_cos" or "cg"
+    method: str = "cg"  # one of tardiff.ihvp.IHVP_METHODS
     guide_class: str = "all"  # "all", "0" or "1": which labels of the validation split form the guidance set
     damping: float = 0.01  # starting damping lambda of (H + lambda I)
     damping_increases: int = 3  # times lambda may grow tenfold when the damped Hessian is indefinite
     max_iter: int = 100
     tol: float = 1e-6  # relative residual at which conjugate gradient stops
     hessian_samples: int = 2048  # training samples whose mean loss defines the Hessian
+    lissa_depth: int = 200  # recursion steps per LiSSA run
+    lissa_repeats: int = 1  # independent LiSSA runs averaged
+    lissa_batch: int = 256  # training samples per LiSSA Hessian-vector product
+    lissa_scale: float = 0.0  # LiSSA's scale; 0 sets 1.5 x (top Hessian eigenvalue + damping)
+    power_iterations: int = 20  # for the top-eigenvalue estimate behind an automatic LiSSA scale
+    arnoldi_iterations: int = 40  # Hessian-vector products of the Arnoldi iteration
+    arnoldi_top_k: int = 20  # eigenpairs kept
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ class GenerateConfig:
     gradient_at: str = "pred_x0"  # "pred_x0" (released code) or "x_t" (the paper's equation)
     guidance_gradient: str = "finite_difference"  # "finite_difference" or "double_backward"
     unit_vector: bool = True  # rescale the precomputed vector to unit norm
+    score: str = "auto"  # "auto" (the estimator's own: cos for grad_cos, else dot), "dot", "cos" or "logit"
     batch_size: int = 512
     use_ema: bool = True
 
@@ -137,10 +145,11 @@ class Params:
 _CHOICES = {
     ("data", "normaliser"): ("zscore", "pit"),
     ("diffusion", "loss"): ("l1", "l2"),
-    ("ihvp", "method"): ("grad_dot", "grad_cos", "cg"),
+    ("ihvp", "method"): ("grad_dot", "grad_cos", "cg", "gauss_newton", "lissa", "last_layer", "arnoldi"),
     ("ihvp", "guide_class"): ("all", "0", "1"),
     ("generate", "gradient_at"): ("pred_x0", "x_t"),
     ("generate", "guidance_gradient"): ("double_backward", "finite_difference"),
+    ("generate", "score"): ("auto", "dot", "cos", "logit"),
 }
 
 

@@ -8,25 +8,14 @@ sample ``z`` by ``epsilon`` moves the parameters by ``-epsilon H^{-1} g(z)``
 ``s = H^{-1} G``. The score ``s . g(z)`` is therefore "how much adding ``z``
 helps", and guidance ascends it.
 
-Estimators of ``s`` (``IHVP_METHODS``):
-
-- ``grad_dot``: ``s = G`` (identity Hessian, the score of the TarDiff paper).
-- ``grad_cos``: ``s = G / |G|`` and the score divides by ``|g(z)|`` as well, giving
-  the cosine similarity of the released TarDiff code.
-- ``cg``: ``s = (H + lambda I)^{-1} G`` by conjugate gradient with exact
-  Hessian-vector products of the mean training loss.
-
-``G`` is a mean, not the sum over the guidance set: the two differ by the
-guidance-set size, which only rescales the guidance scale.
+The estimators of ``s`` live in :mod:`tardiff.ihvp`. ``G`` is a mean, not the
+sum over the guidance set: the two differ by the guidance-set size, which only
+rescales the guidance scale.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,21 +23,23 @@ from torch.func import functional_call, grad, vmap
 
 from tardiff.classifier import GRUClassifier
 
-logger = logging.getLogger(__name__)
 
-IHVP_METHODS = ("grad_dot", "grad_cos", "cg")
 GUIDANCE_GRADIENT_MODES = ("double_backward", "finite_difference")
+SCORES = ("dot", "cos", "logit")
 
 
-def _parameters(model: torch.nn.Module) -> list[torch.Tensor]:
+def trainable_parameters(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Return the parameters that influence is taken over, in ``named_parameters`` order."""
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _flatten(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+def flatten_tensors(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Concatenate tensors into one flat vector."""
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def _unflatten(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+def unflatten_vector(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a flat vector into views shaped like ``like``."""
     out, offset = [], 0
     for tensor in like:
         out.append(vector[offset : offset + tensor.numel()].view_as(tensor))
@@ -64,175 +55,48 @@ def summed_loss(model: GRUClassifier, x: torch.Tensor, y: torch.Tensor) -> torch
 
 def mean_loss_gradient(model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Return the flat gradient of the mean loss over ``(x, y)`` in the model's parameters."""
-    params = _parameters(model)
+    params = trainable_parameters(model)
     total = torch.zeros(sum(p.numel() for p in params), device=x.device, dtype=x.dtype)
     for start in range(0, x.shape[0], batch_size):
         loss = summed_loss(model, x[start : start + batch_size], y[start : start + batch_size])
-        total += _flatten(torch.autograd.grad(loss, params))
+        total += flatten_tensors(torch.autograd.grad(loss, params))
     return total / x.shape[0]
 
 
-def hessian_vector_product(
-    model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor, batch_size: int = 1024
-) -> torch.Tensor:
-    """Return ``H v`` for the Hessian ``H`` of the mean loss over ``(x, y)``, by double backpropagation."""
-    params = _parameters(model)
-    pieces = _unflatten(vector, params)
-    total = torch.zeros_like(vector)
-    for start in range(0, x.shape[0], batch_size):
-        loss = summed_loss(model, x[start : start + batch_size], y[start : start + batch_size])
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        dot = sum((g * v).sum() for g, v in zip(grads, pieces))
-        total += _flatten(torch.autograd.grad(dot, params))
-    return total / x.shape[0]
-
-
-@dataclass
-class ConjugateGradientResult:
-    solution: torch.Tensor
-    iterations: int
-    relative_residual: float  # |A s - b| / |b| at the returned solution
-    residual_trace: list[float] = field(default_factory=list)
-    negative_curvature: bool = False  # True when p^T A p <= 0 stopped the iteration
-
-
-def conjugate_gradient(
-    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, max_iter: int, tol: float
-) -> ConjugateGradientResult:
-    """Solve ``A s = b`` for symmetric ``A`` given only ``matvec(v) = A v``.
-
-    Stops when the relative residual falls below ``tol``, after ``max_iter``
-    iterations, or when a search direction has non-positive curvature (then the
-    damping is too small for this Hessian, and the caller is warned).
-    """
-    b_norm = b.norm().item()
-    solution = torch.zeros_like(b)
-    if b_norm == 0.0:
-        return ConjugateGradientResult(solution, 0, 0.0, [0.0])
-    residual = b.clone()
-    direction = residual.clone()
-    rs_old = residual.dot(residual)
-    trace = [1.0]
-    negative = False
-    iterations = 0
-    for iterations in range(1, max_iter + 1):
-        a_direction = matvec(direction)
-        curvature = direction.dot(a_direction)
-        if curvature <= 0:
-            negative = True
-            iterations -= 1
-            break
-        step = rs_old / curvature
-        solution = solution + step * direction
-        residual = residual - step * a_direction
-        rs_new = residual.dot(residual)
-        trace.append(rs_new.sqrt().item() / b_norm)
-        if trace[-1] < tol:
-            break
-        direction = residual + (rs_new / rs_old) * direction
-        rs_old = rs_new
-    true_residual = (matvec(solution) - b).norm().item() / b_norm
-    return ConjugateGradientResult(solution, iterations, true_residual, trace, negative)
-
-
-@dataclass
-class IhvpResult:
-    """The precomputed guidance vector ``s`` and how it was obtained."""
-
-    vector: torch.Tensor  # flat, one entry per classifier parameter
-    method: str
-    score: str  # "dot" (score = s . g) or "cos" (score = s . g / |g|)
-    damping: float
-    iterations: int
-    relative_residual: float
-    residual_trace: list[float]
-    guidance_gradient_norm: float  # |G|
-    guidance_set_size: int
-    seconds: float
-    negative_curvature: bool = False
-
-
-def compute_ihvp(
-    model: GRUClassifier,
-    guide_x: torch.Tensor,
-    guide_y: torch.Tensor,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    method: str,
-    damping: float,
-    max_iter: int,
-    tol: float,
-    damping_increases: int = 3,
-) -> IhvpResult:
-    """Compute the guidance vector ``s`` of ``method`` for the guidance set ``(guide_x, guide_y)``.
-
-    ``train_x``/``train_y`` define the Hessian (mean training loss); only ``cg`` uses them.
-    The Hessian of a trained network is often indefinite. When conjugate gradient
-    meets non-positive curvature, the damping is multiplied by 10 and the solve
-    restarted, up to ``damping_increases`` times; the damping used is recorded.
-    """
-    if method not in IHVP_METHODS:
-        raise ValueError(f"unknown inverse-Hessian method {method!r}; choose one of {IHVP_METHODS}")
-    if guide_x.shape[0] == 0:
-        raise ValueError("the guidance set is empty; check ihvp.guide_class against the validation labels")
-    model.eval()
-    started = time.perf_counter()
-    guidance_gradient = mean_loss_gradient(model, guide_x, guide_y)
-    g_norm = guidance_gradient.norm().item()
-
-    if method == "grad_dot":
-        vector, score, iterations, residual, trace, negative = guidance_gradient, "dot", 0, 0.0, [], False
-    elif method == "grad_cos":
-        vector, score, iterations, residual, trace, negative = guidance_gradient / g_norm, "cos", 0, 0.0, [], False
-    else:
-        result, damping = _damped_conjugate_gradient(
-            model, train_x, train_y, guidance_gradient, damping, max_iter, tol, damping_increases
-        )
-        vector, score = result.solution, "dot"
-        iterations, residual, trace, negative = (
-            result.iterations, result.relative_residual, result.residual_trace, result.negative_curvature
-        )
-    seconds = time.perf_counter() - started
-    return IhvpResult(
-        vector=vector.detach(),
-        method=method,
-        score=score,
-        damping=damping if method == "cg" else 0.0,
-        iterations=iterations,
-        relative_residual=residual,
-        residual_trace=trace,
-        guidance_gradient_norm=g_norm,
-        guidance_set_size=int(guide_x.shape[0]),
-        seconds=seconds,
-        negative_curvature=negative,
-    )
-
-
-def _functional_logits(
+def functional_logits(
     model: GRUClassifier, params: dict[str, torch.Tensor], x: torch.Tensor, unrolled: bool = True
 ) -> torch.Tensor:
+    """Return the classifier's logits with ``params`` in place of its own parameters."""
     return functional_call(model, params, (x,), {"unrolled": unrolled})
 
 
-def _named_vector(model: GRUClassifier, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+def named_vector(model: GRUClassifier, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split a flat parameter-space vector into a dict keyed by parameter name."""
     names = [name for name, p in model.named_parameters() if p.requires_grad]
-    return dict(zip(names, _unflatten(vector, _parameters(model))))
+    return dict(zip(names, unflatten_vector(vector, trainable_parameters(model))))
 
 
-def _detached_params(model: GRUClassifier) -> dict[str, torch.Tensor]:
+def detached_parameters(model: GRUClassifier) -> dict[str, torch.Tensor]:
+    """Return the model's parameters by name, detached from autograd."""
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
 def _per_sample_score_fn(model: GRUClassifier, vector: torch.Tensor, score: str) -> Callable:
     """Return ``f(x_i, y_i) -> score`` for one unbatched series ``x_i (time, channels)``."""
-    params = _detached_params(model)
-    pieces = _named_vector(model, vector)
+    params = detached_parameters(model)
+    pieces = named_vector(model, vector)
 
     def loss(p: dict[str, torch.Tensor], x_i: torch.Tensor, y_i: torch.Tensor) -> torch.Tensor:
-        logit = _functional_logits(model, p, x_i.unsqueeze(0)).squeeze(0)
+        logit = functional_logits(model, p, x_i.unsqueeze(0)).squeeze(0)
         return F.binary_cross_entropy_with_logits(logit, y_i.float())
 
+    def logit(p: dict[str, torch.Tensor], x_i: torch.Tensor) -> torch.Tensor:
+        return functional_logits(model, p, x_i.unsqueeze(0)).squeeze(0)
+
     def sample_score(x_i: torch.Tensor, y_i: torch.Tensor) -> torch.Tensor:
+        if score == "logit":
+            g_logit = grad(logit)(params, x_i)
+            return (1 - 2 * y_i.float()) * sum((g_logit[name] * pieces[name]).sum() for name in pieces)
         g = grad(loss)(params, x_i, y_i)
         dot = sum((g[name] * pieces[name]).sum() for name in pieces)
         if score == "cos":
@@ -242,41 +106,18 @@ def _per_sample_score_fn(model: GRUClassifier, vector: torch.Tensor, score: str)
     return sample_score
 
 
-def _damped_conjugate_gradient(
-    model: GRUClassifier,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    rhs: torch.Tensor,
-    damping: float,
-    max_iter: int,
-    tol: float,
-    damping_increases: int,
-) -> tuple[ConjugateGradientResult, float]:
-    for attempt in range(damping_increases + 1):
-
-        def damped_hvp(v: torch.Tensor, damping: float = damping) -> torch.Tensor:
-            return hessian_vector_product(model, train_x, train_y, v) + damping * v
-
-        result = conjugate_gradient(damped_hvp, rhs, max_iter, tol)
-        if not result.negative_curvature:
-            return result, damping
-        if attempt < damping_increases:
-            logger.warning(
-                "conjugate gradient met non-positive curvature at damping %g after %d iterations; "
-                "retrying with damping %g", damping, result.iterations, damping * 10
-            )
-            damping *= 10
-    logger.warning(
-        "the damped Hessian is still not positive definite at damping %g; the vector is a partial solve. "
-        "Raise ihvp.damping", damping
-    )
-    return result, damping
-
-
 def influence_scores(
     model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor, score: str
 ) -> torch.Tensor:
-    """Return each sample's score ``s . g(x_i, y_i)``, or its cosine form, shape ``(batch,)``."""
+    """Return each sample's score, shape ``(batch,)``.
+
+    ``score`` is ``"dot"`` (``s . g``), ``"cos"`` (``s . g / |g|``) or ``"logit"``.
+    For binary cross-entropy ``g = (p - y) grad_phi f`` with ``f`` the logit and
+    ``p = sigmoid(f)``. The ``"logit"`` score ``(1 - 2y) s . grad_phi f`` drops the
+    residual ``|p - y|``, as the cosine does, but keeps the norm of ``grad_phi f``.
+    Dropping the residual matters for guidance: ``"dot"`` grows with the loss of
+    the sample, so ascending it pushes samples towards the other class.
+    """
     model.eval()
     return vmap(_per_sample_score_fn(model, vector, score))(x, y)
 
@@ -300,8 +141,9 @@ def guidance_gradient(
         x: series ``(batch, time, channels)`` in the classifier's normalisation.
         y: labels ``(batch,)`` that the samples are generated for.
         vector: the flat guidance vector ``s``.
-        score: ``"dot"`` or ``"cos"``; ``"cos"`` needs per-sample parameter gradients
-            and always goes through ``torch.func``.
+        score: ``"dot"``, ``"cos"`` or ``"logit"`` (see :func:`influence_scores`);
+            ``"cos"`` needs per-sample parameter gradients and always goes through
+            ``torch.func``.
         mode: ``"double_backward"`` differentiates ``s . grad_phi sum_i l_i`` in ``x``;
             ``"finite_difference"`` uses ``grad_x (s . g) = d/de grad_x l(phi + e s)``
             as a central difference of two input gradients, which needs no double
@@ -310,34 +152,47 @@ def guidance_gradient(
     """
     if mode not in GUIDANCE_GRADIENT_MODES:
         raise ValueError(f"unknown guidance gradient mode {mode!r}; choose one of {GUIDANCE_GRADIENT_MODES}")
+    if score not in SCORES:
+        raise ValueError(f"unknown influence score {score!r}; choose one of {SCORES}")
     model.eval()
     x = x.detach()
     if score == "cos":
         return vmap(grad(_per_sample_score_fn(model, vector, score)))(x, y)
     if mode == "double_backward":
-        return _dot_gradient_double_backward(model, x, y, vector)
-    return _dot_gradient_finite_difference(model, x, y, vector, fd_step)
+        gradient = _dot_gradient_double_backward(model, x, y, vector, score)
+    else:
+        gradient = _dot_gradient_finite_difference(model, x, y, vector, fd_step, score)
+    if score == "logit":
+        gradient = gradient * (1 - 2 * y.to(gradient.dtype)).view(-1, *([1] * (x.dim() - 1)))
+    return gradient
+
+
+def _summed_objective(logits: torch.Tensor, y: torch.Tensor, score: str) -> torch.Tensor:
+    # "dot" differentiates the loss, "logit" the logit itself; both are sums over separable samples.
+    if score == "logit":
+        return logits.sum()
+    return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="sum")
 
 
 def _dot_gradient_double_backward(
-    model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor
+    model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor, score: str
 ) -> torch.Tensor:
     # The summed loss is separable over samples, so grad_phi of the sum is sum_i g_i,
     # and the x-gradient of s . sum_i g_i splits into each sample's own gradient.
-    params = _parameters(model)
+    params = trainable_parameters(model)
     x = x.requires_grad_(True)
-    loss = summed_loss(model, x, y)
+    loss = _summed_objective(model.forward_unrolled(x), y, score)
     grads = torch.autograd.grad(loss, params, create_graph=True)
-    dot = sum((g * v).sum() for g, v in zip(grads, _unflatten(vector, params)))
+    dot = sum((g * v).sum() for g, v in zip(grads, unflatten_vector(vector, params)))
     (grad_x,) = torch.autograd.grad(dot, x)
     return grad_x
 
 
 def _dot_gradient_finite_difference(
-    model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor, fd_step: float
+    model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor, fd_step: float, score: str
 ) -> torch.Tensor:
-    params = _detached_params(model)
-    pieces = _named_vector(model, vector)
+    params = detached_parameters(model)
+    pieces = named_vector(model, vector)
     step = fd_step / max(vector.norm().item(), 1e-12)
 
     def input_gradient(sign: float) -> torch.Tensor:
@@ -347,9 +202,28 @@ def _dot_gradient_finite_difference(
         # as the unrolled cell on CPU). cuDNN's GRU has no backward in eval mode, so it is disabled
         # here and PyTorch's native CUDA kernel runs instead.
         with torch.backends.cudnn.flags(enabled=False):
-            logits = _functional_logits(model, shifted, x_var, unrolled=False)
-        loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
-        (grad_x,) = torch.autograd.grad(loss, x_var)
+            logits = functional_logits(model, shifted, x_var, unrolled=False)
+        (grad_x,) = torch.autograd.grad(_summed_objective(logits, y, score), x_var)
         return grad_x
 
     return (input_gradient(1.0) - input_gradient(-1.0)) / (2 * step)
+
+
+def reference_batch_cosine_gradient(
+    model: GRUClassifier, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor
+) -> torch.Tensor:
+    """Return the guidance gradient as TarDiff's released code forms it, for comparison only.
+
+    The score there is the cosine similarity between ``s`` and the gradient of
+    the batch-mean loss, differentiated in ``x`` by double backpropagation. Every
+    sample's gradient then depends on the whole batch and shrinks about as one
+    over the batch size; :func:`guidance_gradient` computes per-sample scores.
+    """
+    model.eval()
+    params = trainable_parameters(model)
+    x = x.detach().requires_grad_(True)
+    loss = summed_loss(model, x, y) / x.shape[0]
+    grads = flatten_tensors(torch.autograd.grad(loss, params, create_graph=True))
+    cosine = grads.dot(vector) / (grads.norm() * vector.norm())
+    (grad_x,) = torch.autograd.grad(cosine, x)
+    return grad_x

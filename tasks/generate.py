@@ -73,7 +73,7 @@ def main(params: Params, root: Path) -> None:
     guidance = InfluenceGuidance(
         classifier=classifier,
         vector=vector,
-        score=payload["score"],
+        score=payload["score"] if config.score == "auto" else config.score,
         guidance_scale=config.guidance_scale,
         gradient_at=config.gradient_at,
         mode=config.guidance_gradient,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import mlflow
@@ -12,7 +13,7 @@ import torch
 from tardiff.config import Params
 from tardiff.data.cohort import load_prepared
 from tardiff.errors import TardiffInputError
-from tardiff.influence import compute_ihvp
+from tardiff.ihvp import compute_ihvp
 from tardiff.io import save_checkpoint, write_json
 from tardiff.training import resolve_device
 from tasks import tracking
@@ -47,10 +48,7 @@ def main(params: Params, root: Path) -> None:
     train_y = torch.as_tensor(cohort.train.y[index], device=device)
 
     with tracking.stage_run("precompute_ihvp", params, root):
-        result = compute_ihvp(
-            model, guide_x, guide_y, train_x, train_y, config.method, config.damping, config.max_iter, config.tol,
-            config.damping_increases,
-        )
+        result = compute_ihvp(model, guide_x, guide_y, train_x, train_y, config, params.seed + SEED_OFFSET)
         out = stage_dir("precompute_ihvp")
         save_checkpoint(
             out / "vector.pt",
@@ -70,19 +68,21 @@ def main(params: Params, root: Path) -> None:
             "damping": result.damping,
             "damping_requested": config.damping if config.method == "cg" else 0.0,
             "iterations": result.iterations,
-            "relative_residual": result.relative_residual,
+            # NaN (no residual for identity-Hessian and last-layer vectors) is not valid JSON.
+            "relative_residual": None if math.isnan(result.relative_residual) else result.relative_residual,
             "negative_curvature": result.negative_curvature,
             "guidance_gradient_norm": result.guidance_gradient_norm,
             "vector_norm": float(result.vector.norm()),
             "guidance_set_size": result.guidance_set_size,
             "hessian_samples": size,
             "seconds": result.seconds,
+            **{key: value for key, value in result.details.items() if not isinstance(value, list)},
         }
         write_json(metrics_path("precompute_ihvp"), metrics)
-        write_json(out / "residual_trace.json", {"relative_residual": result.residual_trace})
+        write_json(out / "residual_trace.json", {"relative_residual": result.residual_trace, **result.details})
         for step, value in enumerate(result.residual_trace):
-            mlflow.log_metric("cg_relative_residual", value, step=step)
-        tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, (str, bool))})
+            mlflow.log_metric("solver_trace", value, step=step)
+        tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, (str, bool, type(None)))})
         mlflow.set_tags({"ihvp.method": result.method, "ihvp.negative_curvature": str(result.negative_curvature)})
         logger.info("guidance vector: %s", metrics)
 

@@ -3,15 +3,16 @@
 import pytest
 import torch
 
+import dataclasses
+
 from tardiff.classifier import GRUClassifier, GRUClassifierConfig
-from tardiff.influence import (
-    compute_ihvp,
-    conjugate_gradient,
-    guidance_gradient,
-    hessian_vector_product,
-    influence_scores,
-    mean_loss_gradient,
-)
+from tardiff.config import IhvpConfig
+from tardiff.ihvp import compute_ihvp, conjugate_gradient, hessian_vector_product
+from tardiff.influence import guidance_gradient, influence_scores, mean_loss_gradient
+
+
+def _config(method, damping=0.0, max_iter=0, tol=0.0, **extra):
+    return dataclasses.replace(IhvpConfig(), method=method, damping=damping, max_iter=max_iter, tol=tol, **extra)
 
 
 def _classifier(hidden=8, layers=1, channels=3, seed=0, dtype=torch.float32):
@@ -41,7 +42,7 @@ def test_grad_dot_score_hand_computed():
     model = _bias_only_classifier(0.0)
     x, _ = _data(n=3)
     guide_y = torch.tensor([1, 1, 0])
-    result = compute_ihvp(model, x, guide_y, x, guide_y, "grad_dot", 0.0, 0, 0.0)
+    result = compute_ihvp(model, x, guide_y, x, guide_y, _config("grad_dot"))
     # G_bias = mean(0.5 - 1, 0.5 - 1, 0.5 - 0) = -1/6, and every other entry is 0.
     assert result.vector[-1].item() == pytest.approx(-1 / 6, abs=1e-7)
     assert result.vector[:-1].abs().max().item() == 0.0
@@ -57,7 +58,7 @@ def test_grad_cos_score_hand_computed():
     model = _bias_only_classifier(0.0)
     x, _ = _data(n=3)
     guide_y = torch.tensor([1, 1, 0])
-    result = compute_ihvp(model, x, guide_y, x, guide_y, "grad_cos", 0.0, 0, 0.0)
+    result = compute_ihvp(model, x, guide_y, x, guide_y, _config("grad_cos"))
     assert result.score == "cos"
     assert result.vector.norm().item() == pytest.approx(1.0, abs=1e-6)
     scores = influence_scores(model, torch.randn(2, 6, 3), torch.tensor([1, 0]), result.vector, "cos")
@@ -94,7 +95,7 @@ def test_conjugate_gradient_matches_dense_damped_solve():
     damping = max(0.0, -torch.linalg.eigvalsh(hessian).min().item()) + 0.05
     guide_x, guide_y = _data(n=6, channels=2, seed=7, dtype=torch.float64)
 
-    result = compute_ihvp(model, guide_x, guide_y, x, y, "cg", damping, max_iter=500, tol=1e-12)
+    result = compute_ihvp(model, guide_x, guide_y, x, y, _config("cg", damping, max_iter=500, tol=1e-12))
     gradient = mean_loss_gradient(model, guide_x, guide_y)
     exact = torch.linalg.solve(hessian + damping * torch.eye(hessian.shape[0], dtype=hessian.dtype), gradient)
     relative_error = ((result.vector - exact).norm() / exact.norm()).item()
@@ -146,9 +147,9 @@ def test_unknown_method_and_empty_guidance_set_raise():
     model = _classifier()
     x, y = _data()
     with pytest.raises(ValueError, match="unknown inverse-Hessian method"):
-        compute_ihvp(model, x, y, x, y, "lissa_typo", 0.01, 1, 1e-6)
+        compute_ihvp(model, x, y, x, y, dataclasses.replace(_config("cg"), method="lissa_typo"))
     with pytest.raises(ValueError, match="guidance set is empty"):
-        compute_ihvp(model, x[:0], y[:0], x, y, "grad_dot", 0.01, 1, 1e-6)
+        compute_ihvp(model, x[:0], y[:0], x, y, _config("grad_dot"))
 
 
 def test_cg_raises_damping_until_positive_definite():
@@ -157,7 +158,7 @@ def test_cg_raises_damping_until_positive_definite():
     smallest = torch.linalg.eigvalsh(_dense_hessian(model, x, y)).min().item()
     assert smallest < 0, "the fixture needs an indefinite Hessian"
     start = abs(smallest) / 50  # too small: the damped Hessian stays indefinite
-    result = compute_ihvp(model, x, y, x, y, "cg", start, max_iter=500, tol=1e-10, damping_increases=3)
+    result = compute_ihvp(model, x, y, x, y, _config("cg", start, max_iter=500, tol=1e-10, damping_increases=3))
     assert result.damping > abs(smallest)
     assert result.damping == pytest.approx(start * 100)
     assert not result.negative_curvature

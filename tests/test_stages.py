@@ -121,7 +121,7 @@ def test_every_stage_logged_an_mlflow_run(project):
     stages = {run.data.tags.get("tardiff.stage") for run in runs}
     assert {"preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "evaluate"} <= stages
     generate_run = next(run for run in runs if run.data.tags.get("tardiff.stage") == "generate")
-    assert generate_run.data.params["generate.guidance_scale"] == "1.0"
+    assert generate_run.data.params["generate.guidance_scale"] == "0.3"
 
 
 def test_generate_is_reproducible(project):

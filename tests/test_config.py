@@ -1,0 +1,75 @@
+"""params.yaml parsing: profiles merge, and invalid values raise errors that name the key."""
+
+import pytest
+import yaml
+
+from tardiff.config import ConfigError, load_params, params_from_dict
+from tardiff.errors import TardiffInputError
+from tests.stage_project import PROJECT_ROOT
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def test_every_profile_loads():
+    for profile in ("cpu", "paper", "tiny"):
+        params = load_params(PROJECT_ROOT / "params.yaml", profile=profile)
+        assert params.profile == profile
+        assert len(params.data.channels) == 7
+
+
+def test_profile_overrides_only_its_keys():
+    cpu = load_params(PROJECT_ROOT / "params.yaml", profile="cpu")
+    paper = load_params(PROJECT_ROOT / "params.yaml", profile="paper")
+    assert paper.diffusion.base_channels == 64
+    assert paper.diffusion.channel_mult == (1, 2, 4, 4)
+    assert paper.diffusion.train_steps == 20000
+    assert paper.diffusion.timesteps == cpu.diffusion.timesteps
+    assert paper.data == cpu.data
+
+
+def test_unknown_key_names_section_and_key(raw):
+    raw["diffusion"]["learning_rate"] = 1e-3
+    with pytest.raises(ConfigError, match=r"learning_rate.*diffusion"):
+        params_from_dict(raw)
+
+
+def test_invalid_choice_lists_valid_ones(raw):
+    raw["ihvp"]["method"] = "newton"
+    with pytest.raises(ConfigError, match=r"ihvp.method.*'newton'.*grad_dot"):
+        params_from_dict(raw)
+
+
+def test_wrong_type_is_rejected(raw):
+    raw["diffusion"]["train_steps"] = "many"
+    with pytest.raises(ConfigError, match="diffusion.train_steps.*integer"):
+        params_from_dict(raw)
+
+
+def test_missing_profile_is_rejected(raw):
+    raw["profile"] = "gpu"
+    with pytest.raises(ConfigError, match="profile 'gpu' is not defined"):
+        params_from_dict(raw)
+
+
+def test_profile_may_not_move_data_dir(raw):
+    raw["profiles"]["tiny"]["data"]["dir"] = "/elsewhere"
+    with pytest.raises(ConfigError, match="sets data.dir"):
+        params_from_dict(raw, profile="tiny")
+
+
+def test_hours_must_fit_unet_downsampling(raw):
+    raw["data"]["hours"] = 10
+    with pytest.raises(ConfigError, match="divisible by 2\\*\\*2"):
+        params_from_dict(raw)
+
+
+def test_config_error_is_an_input_error():
+    assert issubclass(ConfigError, TardiffInputError)
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")

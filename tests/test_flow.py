@@ -1,0 +1,28 @@
+"""The Prefect flow's retry rule and argument checks (the full flow runs in the end-to-end test)."""
+
+import pytest
+from prefect.states import Completed, Failed
+
+from flows.pipeline import StageFailed, is_transient, tardiff_pipeline
+from tasks.common import INPUT_ERROR_MARKER
+
+
+def test_input_errors_are_not_retried():
+    error = StageFailed("preprocess", 255, f"ERROR: failed\n{INPUT_ERROR_MARKER} data dir not found\n")
+    assert error.input_error
+    assert not is_transient(None, None, Failed(data=error))
+
+
+def test_other_failures_are_retried():
+    lock = StageFailed("train_diffuser", 255, "ERROR: Unable to acquire lock\n")
+    assert is_transient(None, None, Failed(data=lock))
+    assert is_transient(None, None, Failed(data=OSError("disk busy")))
+
+
+def test_completed_state_is_not_retried():
+    assert not is_transient(None, None, Completed(data={"stage": "preprocess"}))
+
+
+def test_unknown_stage_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage"):
+        tardiff_pipeline.fn(project=str(tmp_path), stages=["train"])
