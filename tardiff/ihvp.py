@@ -45,6 +45,7 @@ from tardiff.influence import (
 logger = logging.getLogger(__name__)
 
 IHVP_METHODS = ("grad_dot", "grad_cos", "cg", "gauss_newton", "lissa", "last_layer", "arnoldi")
+POOR_RESIDUAL = 0.5  # relative residual above which a stochastic or subspace estimate is reported as poor
 
 
 def hessian_vector_product(
@@ -397,6 +398,13 @@ def compute_ihvp(
         residual = float("nan")
     else:
         residual = ((residual_product(vector) + damping * vector - rhs).norm() / rhs.norm()).item()
+    if method in ("lissa", "arnoldi") and residual > POOR_RESIDUAL:
+        # LiSSA diverges and Arnoldi drops directions where H + damping I is indefinite.
+        logger.warning(
+            "%s estimate has relative residual %.3g; the damped Hessian may be indefinite at damping %g. "
+            "Raise ihvp.damping (conjugate gradient reports the damping at which it converged)",
+            method, residual, damping,
+        )
     return IhvpResult(
         vector=vector.detach(),
         method=method,
