@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="TSTR and TSRTR on the test split per guidance estimator.")
     parser.add_argument("--methods", nargs="+", default=list(IHVP_METHODS), choices=IHVP_METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="evaluator seeds")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unguided baseline row")
     parser.add_argument("--outputs", default="outputs")
     args = parser.parse_args(argv)
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"seeds={args.seeds} guidance_scale={params.generate.guidance_scale} score=estimator's own "
           f"samples={sum(per_class.values())} device={device}")
     print("method        tstr_auroc  tstr_auprc  tsrtr_auroc  tsrtr_auprc  seconds")
-    for method in ["unguided", *args.methods]:
+    for method in ([] if args.no_baseline else ["unguided"]) + list(args.methods):
         started = time.perf_counter()
         guidance = None
         if method != "unguided":
