@@ -21,14 +21,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
-from prefect import flow, get_run_logger, task
+# Prefect's temporary server would otherwise try to send usage statistics to an outside host.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from tardiff.config import load_params
-from tasks import tracking
-from tasks.common import INPUT_ERROR_MARKER, STAGES, metrics_path
+import mlflow  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
 
-SKIPPED_MARKER = "didn't change, skipping"
+from tardiff.config import load_params  # noqa: E402
+from tardiff.data.physionet2012 import missing_data_message  # noqa: E402
+from tardiff.errors import MissingDataError, TardiffInputError  # noqa: E402
+from tasks import tracking  # noqa: E402
+from tasks.common import INPUT_ERROR_MARKER, INPUT_ERROR_STATUS, STAGES, metrics_path  # noqa: E402
+
+# DVC prints the first when nothing changed and the second when it restores outputs from its cache.
+SKIPPED_MARKERS = ("didn't change, skipping", "is cached - skipping run")
 OUTPUT_TAIL_LINES = 40
 
 
@@ -89,7 +95,7 @@ def run_dvc_stage(stage: str, project: str, parent_run_id: str | None, force: bo
 
     metrics_file = Path(project) / metrics_path(stage)
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return {"stage": stage, "skipped": SKIPPED_MARKER in output, "metrics": metrics}
+    return {"stage": stage, "skipped": any(marker in output for marker in SKIPPED_MARKERS), "metrics": metrics}
 
 
 def log_cached_stage(stage: str, metrics: dict, params) -> None:
@@ -115,9 +121,13 @@ def tardiff_pipeline(project: str = ".", stages: list[str] | None = None, force:
     unknown = [name for name in selected if name not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
-    logger = get_run_logger()
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
+    data_dir = root / params.data.dir
+    if "preprocess" in selected and not data_dir.is_dir():
+        # DVC would stop on the missing dependency with a bare "No such file"; say what to fetch instead.
+        raise MissingDataError(missing_data_message(data_dir, None))
+    logger = get_run_logger()
 
     uri = tracking.configure(root)
     logger.info("MLflow tracking URI: %s", uri)
@@ -146,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         tardiff_pipeline(project=args.project, stages=args.stages, force=args.force)
+    except TardiffInputError as exc:
+        print(f"{INPUT_ERROR_MARKER} {exc}", file=sys.stderr)
+        sys.exit(INPUT_ERROR_STATUS)
     except StageFailed as exc:
         print(f"tardiff pipeline stopped: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -150,6 +150,7 @@ _CHOICES = {
     ("generate", "gradient_at"): ("pred_x0", "x_t"),
     ("generate", "guidance_gradient"): ("double_backward", "finite_difference"),
     ("generate", "score"): ("auto", "dot", "cos", "logit"),
+    (None, "device"): ("auto", "cpu", "cuda"),
 }
 
 
@@ -206,7 +207,13 @@ def _channel_from_dict(raw: Any, where: str) -> ChannelSpec:
         raise ConfigError(f"{where} has unknown key(s) {sorted(unknown)}")
     if missing:
         raise ConfigError(f"{where} is missing {sorted(missing)}")
-    low, high = raw["valid_range"]
+    bounds = raw["valid_range"]
+    if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
+        raise ConfigError(f"{where}.valid_range must be two numbers [min, max], got {bounds!r}")
+    low, high = bounds
+    if low > high:
+        raise ConfigError(f"{where}.valid_range is [{low}, {high}]; the minimum must not exceed the maximum")
     sources = raw["sources"]
     if isinstance(sources, str) or not sources:
         raise ConfigError(f"{where}.sources must be a non-empty list of variable names, got {sources!r}")
@@ -242,8 +249,12 @@ def _section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
 
 def params_from_dict(raw: dict, source: str = "params.yaml", profile: str | None = None) -> Params:
     """Build :class:`Params` from a parsed ``params.yaml``, merging the selected profile."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw)
     profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, (dict, type(None))) for v in profiles.values()):
+        raise ConfigError(f"'profiles' in {source} must map each profile name to a mapping of overrides")
     name = profile if profile is not None else raw.get("profile", "cpu")
     if name not in profiles:
         raise ConfigError(f"profile {name!r} is not defined under 'profiles' in {source}; defined: {sorted(profiles)}")
@@ -268,6 +279,9 @@ def params_from_dict(raw: dict, source: str = "params.yaml", profile: str | None
             values[key] = _section_from_dict(hint, value, key, source)
         else:
             values[key] = _coerce(value, hint, f"{key} in {source}")
+            allowed = _CHOICES.get((None, key))
+            if allowed is not None and values[key] not in allowed:
+                raise ConfigError(f"{key} in {source} is {values[key]!r}; choose one of {list(allowed)}")
     params = Params(**values)
     _check_consistency(params, source)
     return params
@@ -286,6 +300,38 @@ def _check_consistency(params: Params, source: str) -> None:
             f"data.hours={data.hours} must be divisible by 2**{depth} because the U-Net downsamples "
             f"{depth} times (diffusion.channel_mult in {source}); change one of them"
         )
+    positive = {
+        "diffusion.timesteps": params.diffusion.timesteps, "diffusion.train_steps": params.diffusion.train_steps,
+        "diffusion.batch_size": params.diffusion.batch_size, "diffusion.checkpoint_every": params.diffusion.checkpoint_every,
+        "diffusion.lr": params.diffusion.lr, "diffusion.base_channels": params.diffusion.base_channels,
+        "classifier.hidden_size": params.classifier.hidden_size, "classifier.num_layers": params.classifier.num_layers,
+        "classifier.batch_size": params.classifier.batch_size, "classifier.epochs": params.classifier.epochs,
+        "classifier.lr": params.classifier.lr, "ihvp.hessian_samples": params.ihvp.hessian_samples,
+        "generate.sampling_steps": params.generate.sampling_steps, "generate.batch_size": params.generate.batch_size,
+        "evaluate.hidden_size": params.evaluate.hidden_size, "evaluate.num_layers": params.evaluate.num_layers,
+        "evaluate.batch_size": params.evaluate.batch_size, "evaluate.epochs": params.evaluate.epochs,
+        "evaluate.lr": params.evaluate.lr, "data.hours": data.hours,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} in {source} is {value}; it must be positive")
+    if data.max_stays is not None and data.max_stays <= 0:
+        raise ConfigError(f"data.max_stays in {source} is {data.max_stays}; use a positive count or null for all")
+    if params.ihvp.damping < 0:
+        raise ConfigError(f"ihvp.damping in {source} is {params.ihvp.damping}; it must not be negative")
+    for mult in params.diffusion.channel_mult:
+        if (params.diffusion.base_channels * mult) % params.diffusion.num_heads:
+            raise ConfigError(
+                f"diffusion.num_heads={params.diffusion.num_heads} in {source} must divide every level width "
+                f"(base_channels x channel_mult = {params.diffusion.base_channels * mult})"
+            )
+    if not params.evaluate.seeds:
+        raise ConfigError(f"evaluate.seeds in {source} is empty; list at least one seed")
+    if not all(0 < alpha <= 1 for alpha in params.evaluate.alphas):
+        raise ConfigError(
+            f"evaluate.alphas in {source} is {list(params.evaluate.alphas)}; each must be in (0, 1], "
+            "because the synthetic set is as large as the real training split"
+        )
     if params.generate.sampling_steps > params.diffusion.timesteps:
         raise ConfigError(f"generate.sampling_steps must not exceed diffusion.timesteps in {source}")
 
@@ -294,9 +340,12 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     """Read ``params.yaml`` and return the parameters of the active (or given) profile."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"parameter file {path} not found; run from the project root or pass --params")
-    with path.open() as handle:
-        raw = yaml.safe_load(handle) or {}
+        raise ConfigError(f"parameter file {path} not found; run from the project root, which holds params.yaml")
+    try:
+        with path.open() as handle:
+            raw = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"parameter file {path} is not valid YAML: {exc}") from exc
     return params_from_dict(raw, str(path), profile)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +25,25 @@ INPUT_ERROR_STATUS = 2
 OUTPUTS = Path("outputs")
 METRICS = Path("metrics")
 
+# While run_stage runs a stage, that stage writes into a staging folder that replaces
+# its output folder only on success, so a failed or interrupted run leaves the old
+# outputs whole (DVC removes them before a run anyway; a direct run does not).
+_staging: dict[str, Path] = {}
+
 
 def stage_dir(stage: str) -> Path:
     """Return the output folder of ``stage``, relative to the project root."""
-    return OUTPUTS / stage
+    return _staging.get(stage, OUTPUTS / stage)
+
+
+def _publish(stage: str, staging: Path) -> None:
+    final = OUTPUTS / stage
+    previous = OUTPUTS / f".{stage}.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def metrics_path(stage: str) -> Path:
@@ -49,9 +65,18 @@ def run_stage(stage: str, body: Callable[[Params, Path], None], argv: list[str] 
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     args = parser.parse_args(argv)
     setup_logging()
+    staging = OUTPUTS / f".{stage}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _staging[stage] = staging
     try:
         params = load_params(args.params)
         body(params, Path.cwd())
+        _staging.pop(stage)
+        _publish(stage, staging)
     except TardiffInputError as exc:
         print(f"{INPUT_ERROR_MARKER} {exc}", file=sys.stderr)
         sys.exit(INPUT_ERROR_STATUS)
+    finally:
+        _staging.pop(stage, None)
+        shutil.rmtree(staging, ignore_errors=True)

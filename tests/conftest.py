@@ -37,6 +37,7 @@ def isolated_services(tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("services")
     previous = {key: os.environ.get(key) for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
     os.environ["PREFECT_HOME"] = str(state / "prefect")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{state / 'mlflow.db'}"
     os.environ.pop("PREFECT_API_URL", None)
     yield state

@@ -1,9 +1,12 @@
 """The Prefect flow's retry rule and argument checks (the full flow runs in the end-to-end test)."""
 
+from pathlib import Path
+
 import pytest
 from prefect.states import Completed, Failed
 
 from flows.pipeline import StageFailed, is_transient, tardiff_pipeline
+from tardiff.errors import MissingDataError
 from tasks.common import INPUT_ERROR_MARKER
 
 
@@ -26,3 +29,13 @@ def test_completed_state_is_not_retried():
 def test_unknown_stage_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown stage"):
         tardiff_pipeline.fn(project=str(tmp_path), stages=["train"])
+
+
+def test_missing_data_dir_names_download_command(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        (Path(__file__).resolve().parents[1] / "params.yaml").read_text().replace(
+            "dir: ../shared/data/physionet2012", f"dir: {tmp_path / 'absent'}"
+        )
+    )
+    with pytest.raises(MissingDataError, match="tardiff.data.download"):
+        tardiff_pipeline.fn(project=str(tmp_path))

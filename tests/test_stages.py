@@ -150,6 +150,9 @@ def test_corrupt_checkpoint_is_an_input_error(project, tmp_path, capsys):
     finally:
         os.chdir(previous)
     assert exit_info.value.code == INPUT_ERROR_STATUS
+    # The failed run left neither a staging folder nor a half-filled output folder.
+    assert not (tmp_path / "outputs/.precompute_ihvp.partial").exists()
+    assert not (tmp_path / "outputs/precompute_ihvp").exists()
     message = capsys.readouterr().err
     assert INPUT_ERROR_MARKER in message
     assert "outputs/train_classifier/model.pt" in message
