@@ -107,7 +107,7 @@ class GenerateConfig:
     sampling_steps: int = 20
     eta: float = 1.0
     guidance_scale: float = 100.0
-    gradient_at: str = "pred_x0"  # "pred_x0" (released code) or "x_t" (the paper's equation)
+    gradient_at: str = "pred_x0"  # "pred_x0" (TarDiff's released code) or "x_t" (the TarDiff paper's equation)
     guidance_gradient: str = "finite_difference"  # "finite_difference" or "double_backward"
     unit_vector: bool = True  # rescale the precomputed vector to unit norm
     score: str = "auto"  # "auto" (the estimator's own: cos for grad_cos, else dot), "dot", "cos" or "logit"
@@ -312,6 +312,7 @@ def _check_consistency(params: Params, source: str) -> None:
         "evaluate.batch_size": params.evaluate.batch_size, "evaluate.epochs": params.evaluate.epochs,
         "evaluate.lr": params.evaluate.lr, "data.hours": data.hours,
     }
+
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} in {source} is {value}; it must be positive")
@@ -325,6 +326,7 @@ def _check_consistency(params: Params, source: str) -> None:
                 f"diffusion.num_heads={params.diffusion.num_heads} in {source} must divide every level width "
                 f"(base_channels x channel_mult = {params.diffusion.base_channels * mult})"
             )
+
     if not params.evaluate.seeds:
         raise ConfigError(f"evaluate.seeds in {source} is empty; list at least one seed")
     if not all(0 < alpha <= 1 for alpha in params.evaluate.alphas):

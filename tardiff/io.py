@@ -99,7 +99,7 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
             f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); delete it and re-run its stage"
         ) from exc
     if not isinstance(payload, dict):
-        raise CorruptFileError(f"checkpoint {path} holds {type(payload).__name__}, expected a dict; re-run its stage")
+        raise CorruptFileError(f"checkpoint {path} contains {type(payload).__name__}, expected a dict; re-run its stage")
     missing = [key for key in required if key not in payload]
     if missing:
         raise CorruptFileError(f"checkpoint {path} lacks keys {missing}; re-run the stage that produces it")
