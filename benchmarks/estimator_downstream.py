@@ -18,18 +18,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from tardiff.config import load_params
-from tardiff.data.cohort import load_prepared
+from benchmarks.common import load_trained_run
 from tardiff.evaluation import LabelledSeries, train_and_test
-from tardiff.ihvp import IHVP_METHODS, compute_ihvp
-from tardiff.sampling import InfluenceGuidance, generate
-from tardiff.training import resolve_device
-from tasks.load import load_classifier, load_diffuser
+from tardiff.ihvp import IHVP_METHODS, compute_ihvp, hessian_subsample
+from tardiff.sampling import InfluenceGuidance, counts_per_label, generate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,21 +36,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", default="outputs")
     args = parser.parse_args(argv)
 
-    params = load_params()
-    device = resolve_device(params.device)
-    outputs = Path(args.outputs)
-    cohort = load_prepared(outputs / "preprocess")
-    model, diffusion = load_diffuser(outputs / "train_diffuser/model.pt", params.generate.use_ema, device)
-    classifier = load_classifier(outputs / "train_classifier/model.pt", device)
-    labels, counts = np.unique(cohort.train.y, return_counts=True)
-    per_class = {int(label): int(count) for label, count in zip(labels, counts)}
+    run = load_trained_run(args.outputs)
+    params, device, cohort = run.params, run.device, run.cohort
+    model, diffusion, classifier = run.unet, run.diffusion, run.classifier
+    per_class = counts_per_label(cohort.train.y)
     shape = (cohort.train.x.shape[2], cohort.train.x.shape[1])
     real = LabelledSeries(cohort.train.x, cohort.train.y)
     test = LabelledSeries(cohort.test.x, cohort.test.y)
 
-    rng = np.random.default_rng(params.seed)
-    size = min(params.ihvp.hessian_samples, len(cohort.train))
-    index = np.sort(rng.choice(len(cohort.train), size=size, replace=False))
+    index = hessian_subsample(len(cohort.train), params.ihvp.hessian_samples, np.random.default_rng(params.seed))
     train_x = torch.as_tensor(cohort.train.x[index], device=device)
     train_y = torch.as_tensor(cohort.train.y[index], device=device)
     guide_x = torch.as_tensor(cohort.val.x, device=device)

@@ -29,7 +29,7 @@ import torch
 
 from tardiff.config import load_params
 from tardiff.data.cohort import load_prepared
-from tardiff.ihvp import IHVP_METHODS, compute_ihvp
+from tardiff.ihvp import IHVP_METHODS, compute_ihvp, hessian_subsample
 from tardiff.influence import guidance_gradient, reference_batch_cosine_gradient
 from tardiff.sampling import InfluenceGuidance, sample_batch
 from tardiff.training import build_classifier, build_diffusion, build_unet, resolve_device
@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> None:
               f"ratio to reference {seconds / reference:.3f}")
 
     # 3. Precompute time of each estimator on the real splits.
-    rng = np.random.default_rng(params.seed)
-    index = np.sort(rng.choice(cohort.train.y.shape[0], size=min(params.ihvp.hessian_samples, len(cohort.train)),
-                               replace=False))
+    index = hessian_subsample(len(cohort.train), params.ihvp.hessian_samples, np.random.default_rng(params.seed))
     train_x = torch.as_tensor(cohort.train.x[index], device=device)
     train_y = torch.as_tensor(cohort.train.y[index], device=device)
     guide_x = torch.as_tensor(cohort.val.x, device=device)

@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
-from tardiff.config import load_params
-from tardiff.data.cohort import load_prepared
+from benchmarks.common import load_trained_run, load_unit_vector
 from tardiff.influence import influence_scores
-from tardiff.io import load_checkpoint
 from tardiff.sampling import InfluenceGuidance, generate
-from tardiff.training import resolve_device
-from tasks.load import load_classifier, load_diffuser
 
 SCORED_PER_CLASS = 128  # per-sample scores use torch.func and are slow; a subsample suffices for the mean
 
@@ -39,15 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", default="outputs", help="folder with the stage outputs")
     args = parser.parse_args(argv)
 
-    params = load_params()
-    device = resolve_device(params.device)
-    outputs = Path(args.outputs)
-    cohort = load_prepared(outputs / "preprocess")
-    model, diffusion = load_diffuser(outputs / "train_diffuser/model.pt", params.generate.use_ema, device)
-    classifier = load_classifier(outputs / "train_classifier/model.pt", device)
-    payload = load_checkpoint(outputs / "precompute_ihvp/vector.pt", required=("vector", "score"))
-    vector = payload["vector"].to(device)
-    vector = vector / vector.norm()
+    run = load_trained_run(args.outputs)
+    params, device, cohort = run.params, run.device, run.cohort
+    model, diffusion, classifier = run.unet, run.diffusion, run.classifier
+    vector, payload = load_unit_vector(args.outputs, device, required=("score",))
     shape = (cohort.train.x.shape[2], cohort.train.x.shape[1])
     real = cohort.train.x
 

@@ -20,19 +20,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from tardiff.config import load_params
-from tardiff.data.cohort import load_prepared
-from tardiff.ihvp import IHVP_METHODS, compute_ihvp
+from benchmarks.common import load_trained_run
+from tardiff.ihvp import IHVP_METHODS, compute_ihvp, hessian_subsample
 from tardiff.influence import influence_scores
-from tardiff.training import resolve_device
-from tasks.load import load_classifier
 
 
 def guidance_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -63,16 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", default="outputs")
     args = parser.parse_args(argv)
 
-    params = load_params()
-    device = resolve_device(params.device)
-    outputs = Path(args.outputs)
-    cohort = load_prepared(outputs / "preprocess")
-    model = load_classifier(outputs / "train_classifier/model.pt", device)
+    run = load_trained_run(args.outputs, with_diffuser=False)
+    params, device, cohort, model = run.params, run.device, run.cohort, run.classifier
     state = {key: value.clone() for key, value in model.state_dict().items()}
 
     rng = np.random.default_rng(params.seed)
-    size = min(params.ihvp.hessian_samples, len(cohort.train))
-    subset = np.sort(rng.choice(len(cohort.train), size=size, replace=False))
+    subset = hessian_subsample(len(cohort.train), params.ihvp.hessian_samples, rng)
+    size = subset.size
     train_x = torch.as_tensor(cohort.train.x[subset], device=device)
     train_y = torch.as_tensor(cohort.train.y[subset], device=device)
     guide_x = torch.as_tensor(cohort.val.x, device=device)

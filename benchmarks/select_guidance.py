@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
-
-from tardiff.config import load_params
-from tardiff.data.cohort import load_prepared
+from benchmarks.common import load_trained_run, load_unit_vector
 from tardiff.evaluation import LabelledSeries, train_and_test
-from tardiff.io import load_checkpoint
-from tardiff.sampling import InfluenceGuidance, generate
-from tardiff.training import resolve_device
-from tasks.load import load_classifier, load_diffuser
+from tardiff.sampling import InfluenceGuidance, counts_per_label, generate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,17 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", default="outputs")
     args = parser.parse_args(argv)
 
-    params = load_params()
-    device = resolve_device(params.device)
-    outputs = Path(args.outputs)
-    cohort = load_prepared(outputs / "preprocess")
-    model, diffusion = load_diffuser(outputs / "train_diffuser/model.pt", params.generate.use_ema, device)
-    classifier = load_classifier(outputs / "train_classifier/model.pt", device)
-    payload = load_checkpoint(outputs / "precompute_ihvp/vector.pt", required=("vector", "method"))
-    vector = payload["vector"].to(device)
-    vector = vector / vector.norm()
-    labels, counts = np.unique(cohort.train.y, return_counts=True)
-    per_class = {int(label): int(count) for label, count in zip(labels, counts)}
+    run = load_trained_run(args.outputs)
+    params, device, cohort = run.params, run.device, run.cohort
+    model, diffusion, classifier = run.unet, run.diffusion, run.classifier
+    vector, payload = load_unit_vector(args.outputs, device, required=("method",))
+    per_class = counts_per_label(cohort.train.y)
     shape = (cohort.train.x.shape[2], cohort.train.x.shape[1])
     real = LabelledSeries(cohort.train.x, cohort.train.y)
     validation = LabelledSeries(cohort.val.x, cohort.val.y)

@@ -125,7 +125,7 @@ def tardiff_pipeline(project: str = ".", stages: list[str] | None = None, force:
     params = load_params(root / "params.yaml")
     data_dir = root / params.data.dir
     if "preprocess" in selected and not data_dir.is_dir():
-        # DVC would stop on the missing dependency with a bare "No such file"; say what to fetch instead.
+        # DVC would stop on the missing dependency with a bare "No such file", so name the files to download.
         raise MissingDataError(missing_data_message(data_dir, None))
     logger = get_run_logger()
 

@@ -2,9 +2,9 @@
 
 The forward pass has two implementations over the same parameters. ``forward``
 calls ``nn.GRU`` (fused kernels, cuDNN on a GPU) for training and evaluation.
-``forward_unrolled`` writes the GRU cell out in elementary operations, which
-``torch.func`` can ``vmap`` and differentiate twice on any device; influence
-scores and guidance gradients use it.
+``forward_unrolled`` writes the GRU cell out in elementary operations. Because
+``torch.func`` can ``vmap`` those and differentiate them twice on any device,
+influence scores and guidance gradients use it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class GRUClassifier(nn.Module):
 
     The head reads the final hidden state of each direction. The released TarDiff
     code reads the last time step's output instead, where the backward direction
-    has seen a single step; the final states summarise the whole series in both
+    has seen a single step. The final states summarise the whole series in both
     directions.
     """
 

@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import jvp, vjp
 from tqdm.auto import tqdm
 
@@ -46,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 IHVP_METHODS = ("grad_dot", "grad_cos", "cg", "gauss_newton", "lissa", "last_layer", "arnoldi")
 POOR_RESIDUAL = 0.5  # relative residual above which a stochastic or subspace estimate is reported as poor
+
+
+def hessian_subsample(num_samples: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Return sorted indices of ``min(size, num_samples)`` training samples that define the Hessian."""
+    return np.sort(rng.choice(num_samples, size=min(size, num_samples), replace=False))
 
 
 def hessian_vector_product(

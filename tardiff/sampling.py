@@ -4,7 +4,7 @@ At every reverse step from ``x_t``: predict the noise, form the predicted clean
 sample, take the ordinary DDIM step to ``x_{t_prev}``, then add
 ``guidance_scale * grad score``. The gradient is taken either at the predicted
 clean sample (as the released TarDiff code does, no backpropagation through
-the denoiser) or at ``x_t`` through the denoiser (the paper's equation).
+the denoiser) or at ``x_t`` through the denoiser (the TarDiff paper's equation).
 
 The released code scales the gradient by ``1e-10`` through its update rule, so
 its samples are in effect unguided; here the scale is the explicit
@@ -27,7 +27,7 @@ from tardiff.unet import UNet1D
 
 @dataclass
 class InfluenceGuidance:
-    """What the sampler needs to add the influence gradient at each step."""
+    """Classifier, vector and settings that the sampler uses to add the influence gradient."""
 
     classifier: GRUClassifier
     vector: torch.Tensor  # the flat guidance vector s
@@ -104,6 +104,12 @@ def sample_batch(
             x_prev = x_prev + term
         x_t = x_prev.detach()
     return x_t.transpose(1, 2), SamplingStats(guidance_norm=norms)
+
+
+def counts_per_label(y: np.ndarray) -> dict[int, int]:
+    """Return how many samples each label has, the per-class counts that :func:`generate` takes."""
+    labels, counts = np.unique(y, return_counts=True)
+    return {int(label): int(count) for label, count in zip(labels, counts)}
 
 
 def generate(

@@ -1,7 +1,7 @@
 """Label-conditional 1-D U-Net that predicts the noise of a multivariate series.
 
 The label embedding is added to the timestep embedding, so every residual block
-sees both through a scale-and-shift of its normalised activations.
+receives both through a scale-and-shift of its normalised activations.
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ INPUT_ERROR_STATUS = 2
 OUTPUTS = Path("outputs")
 METRICS = Path("metrics")
 
-# While run_stage runs a stage, that stage writes into a staging folder that replaces
-# its output folder only on success, so a failed or interrupted run leaves the old
-# outputs whole (DVC removes them before a run anyway; a direct run does not).
+# While run_stage runs a stage, the stage writes into a staging folder that replaces its
+# output folder only on success. A failed or interrupted direct run so leaves the old
+# outputs whole. Under DVC this adds nothing, because DVC removes outputs before a run.
 _staging: dict[str, Path] = {}
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import polars as pl
-import torch
 
 from tardiff.config import Params
 from tardiff.data.cohort import load_prepared
 from tardiff.errors import CorruptFileError
 from tardiff.io import atomic_path, load_checkpoint, save_npz, write_json
 from tardiff.plots import plot_trajectories
-from tardiff.sampling import InfluenceGuidance, generate
+from tardiff.sampling import InfluenceGuidance, counts_per_label, generate
 from tardiff.training import resolve_device
 from tasks import tracking
 from tasks.common import metrics_path, run_stage, stage_dir
@@ -65,8 +64,7 @@ def main(params: Params, root: Path) -> None:
 
     channel_names = [c["name"] for c in cohort.metadata["channels"]]
     units = [c["unit"] for c in cohort.metadata["channels"]]
-    labels, counts = np.unique(cohort.train.y, return_counts=True)
-    per_class = {int(label): int(count) for label, count in zip(labels, counts)}
+    per_class = counts_per_label(cohort.train.y)
     shape = (cohort.train.x.shape[2], cohort.train.x.shape[1])  # (channels, time)
     seed = params.seed + SEED_OFFSET
 

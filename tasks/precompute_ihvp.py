@@ -13,7 +13,7 @@ import torch
 from tardiff.config import Params
 from tardiff.data.cohort import load_prepared
 from tardiff.errors import TardiffInputError
-from tardiff.ihvp import compute_ihvp
+from tardiff.ihvp import compute_ihvp, hessian_subsample
 from tardiff.io import save_checkpoint, write_json
 from tardiff.training import resolve_device
 from tasks import tracking
@@ -42,8 +42,8 @@ def main(params: Params, root: Path) -> None:
 
     # The Hessian is that of the mean training loss over a seeded subsample.
     rng = np.random.default_rng(params.seed + SEED_OFFSET)
-    size = min(config.hessian_samples, cohort.train.y.shape[0])
-    index = np.sort(rng.choice(cohort.train.y.shape[0], size=size, replace=False))
+    index = hessian_subsample(len(cohort.train), config.hessian_samples, rng)
+    size = index.size
     train_x = torch.as_tensor(cohort.train.x[index], device=device)
     train_y = torch.as_tensor(cohort.train.y[index], device=device)
 

@@ -61,7 +61,7 @@ def test_cg_matches_exact_solve(problem):
 
 
 def test_gauss_newton_matrix_is_jt_d_j(problem):
-    model, (x, y) = problem["model"], problem["train"]
+    model, (x, _) = problem["model"], problem["train"]
     rows = []
     for i in range(x.shape[0]):
         logit = model.forward_unrolled(x[i : i + 1]).squeeze()
