@@ -1,16 +1,19 @@
 """Typed parameters of every pipeline stage, loaded from ``params.yaml``.
 
-``params.yaml`` holds one section per stage plus a ``profiles`` mapping. The
-top-level ``profile`` key names the profile whose values are deep-merged over
-the base sections, so one file describes the CPU default, the paper's GPU
-settings and the tiny test settings. Each section becomes one frozen dataclass;
-unknown or mistyped keys raise :class:`ConfigError` naming the key and the file.
+``params.yaml`` holds one section per stage plus two mappings of overrides:
+``cohorts`` (one entry per dataset and task, selected by the top-level ``cohort``
+key or the stages' ``--cohort`` option) and ``profiles`` (CPU default, the paper's
+GPU settings, tiny test settings; selected by ``profile``). The selected cohort's
+overrides are deep-merged over the base sections first, then the profile's. Each
+section becomes one frozen dataclass; unknown or mistyped keys raise
+:class:`ConfigError` naming the key and the file.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +54,14 @@ class DataConfig:
     split_test: float = 0.1
     verify_checksums: bool = True
     channels: tuple[ChannelSpec, ...] = ()
+    # Reader options; each reader documents which of them it reads (tardiff/data/).
+    task: str = ""  # which label a multi-task source builds, e.g. yaib: mortality24, los or aki
+    min_stay_hours: float = 0.0  # stays shorter than this are excluded and counted
+    exclude_positive_in_window: bool = False  # drop stays whose label turns positive inside the window
+    los_threshold_hours: float = 72.0  # length-of-stay task: positive when the stay lasts longer
+    observations_file: str = ""  # bring-your-own formats: file or folder inside data.dir
+    labels_file: str = ""
+    time_unit: str = "hours"  # long format: unit of the time column ("hours", "minutes" or "datetime")
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,7 @@ class Params:
 
     seed: int = 0
     profile: str = "cpu"
+    cohort: str = "physionet2012"
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -144,6 +156,7 @@ class Params:
 
 _CHOICES = {
     ("data", "normaliser"): ("zscore", "pit"),
+    ("data", "time_unit"): ("hours", "minutes", "datetime"),
     ("diffusion", "loss"): ("l1", "l2"),
     ("ihvp", "method"): ("grad_dot", "grad_cos", "cg", "gauss_newton", "lissa", "last_layer", "arnoldi"),
     ("ihvp", "guide_class"): ("all", "0", "1"),
@@ -247,11 +260,14 @@ def _section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
     return cls(**values)
 
 
-def params_from_dict(raw: dict, source: str = "params.yaml", profile: str | None = None) -> Params:
-    """Build :class:`Params` from a parsed ``params.yaml``, merging the selected profile."""
+def params_from_dict(
+    raw: dict, source: str = "params.yaml", profile: str | None = None, cohort: str | None = None
+) -> Params:
+    """Build :class:`Params` from a parsed ``params.yaml``: base sections, then the cohort's, then the profile's."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw)
+    raw = _merge_cohort(raw, source, cohort)
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, dict) or not all(isinstance(v, (dict, type(None))) for v in profiles.values()):
         raise ConfigError(f"'profiles' in {source} must map each profile name to a mapping of overrides")
@@ -285,6 +301,47 @@ def params_from_dict(raw: dict, source: str = "params.yaml", profile: str | None
     params = Params(**values)
     _check_consistency(params, source)
     return params
+
+
+def cohort_names(raw: dict, source: str = "params.yaml") -> list[str]:
+    """Return the cohort names defined under ``cohorts`` in a parsed ``params.yaml``, in file order."""
+    cohorts = raw.get("cohorts")
+    if cohorts is None:
+        return [str(raw.get("cohort", (raw.get("data") or {}).get("dataset", "physionet2012")))]
+    if not isinstance(cohorts, dict) or not cohorts:
+        raise ConfigError(f"'cohorts' in {source} must map each cohort name to a mapping of overrides")
+    return [str(name) for name in cohorts]
+
+
+def _merge_cohort(raw: dict, source: str, cohort: str | None) -> dict:
+    cohorts = raw.pop("cohorts", None)
+    name = cohort if cohort is not None else raw.get("cohort")
+    if cohorts is None:
+        raw["cohort"] = str(name if name is not None else (raw.get("data") or {}).get("dataset", "physionet2012"))
+        return raw
+    names = cohort_names({"cohorts": cohorts}, source)
+    if name is None:
+        raise ConfigError(f"{source} defines cohorts {names} but no 'cohort' key says which one to use; add one")
+    name = str(name)
+    if name not in cohorts:
+        raise ConfigError(f"cohort {name!r} is not defined under 'cohorts' in {source}; defined: {names}")
+    for candidate in names:
+        if not _COHORT_NAME.fullmatch(candidate):
+            raise ConfigError(
+                f"cohort name {candidate!r} in {source} must use letters, digits and underscores only, because it "
+                "names output folders and DVC stages"
+            )
+    overrides = cohorts[name] or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"cohorts.{name} in {source} must be a mapping of section overrides, got {overrides!r}")
+    if "profiles" in overrides or "cohorts" in overrides:
+        raise ConfigError(f"cohorts.{name} in {source} may override sections only, not 'profiles' or 'cohorts'")
+    merged = deep_merge(raw, overrides)
+    merged["cohort"] = name
+    return merged
+
+
+_COHORT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _check_consistency(params: Params, source: str) -> None:
@@ -338,8 +395,8 @@ def _check_consistency(params: Params, source: str) -> None:
         raise ConfigError(f"generate.sampling_steps must not exceed diffusion.timesteps in {source}")
 
 
-def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
-    """Read ``params.yaml`` and return the parameters of the active (or given) profile."""
+def read_params_file(path: str | Path = "params.yaml") -> dict:
+    """Parse ``params.yaml`` into a mapping, with a ConfigError naming the file when that fails."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file {path} not found; run from the project root, which holds params.yaml")
@@ -348,7 +405,12 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
             raw = yaml.safe_load(handle) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"parameter file {path} is not valid YAML: {exc}") from exc
-    return params_from_dict(raw, str(path), profile)
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None, cohort: str | None = None) -> Params:
+    """Read ``params.yaml`` and return the parameters of the active (or given) profile and cohort."""
+    return params_from_dict(read_params_file(path), str(path), profile, cohort)
 
 
 def to_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Data layer: read PhysioNet 2012, build the hourly cohort, normalise it and save it."""
+"""Data layer: read a dataset with its reader, build the hourly cohort, normalise it and save it."""
 
 from tardiff.data.cohort import (
     FILL_RULE,
@@ -7,6 +7,7 @@ from tardiff.data.cohort import (
     Split,
     build_hourly_grid,
     load_prepared,
+    preprocess_cohort,
     preprocess_physionet2012,
     save_prepared,
 )
@@ -18,6 +19,7 @@ from tardiff.data.normalise import (
     normaliser_from_dict,
 )
 from tardiff.data.physionet2012 import RawPhysionet2012, read_physionet2012
+from tardiff.data.sources import RawCohort, read_cohort, reader_names
 
 __all__ = [
     "FILL_RULE",
@@ -25,6 +27,7 @@ __all__ = [
     "Normaliser",
     "PitNormaliser",
     "PreparedCohort",
+    "RawCohort",
     "RawPhysionet2012",
     "Split",
     "ZScoreNormaliser",
@@ -32,7 +35,10 @@ __all__ = [
     "load_prepared",
     "make_normaliser",
     "normaliser_from_dict",
+    "preprocess_cohort",
     "preprocess_physionet2012",
+    "read_cohort",
     "read_physionet2012",
+    "reader_names",
     "save_prepared",
 ]

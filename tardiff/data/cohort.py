@@ -1,7 +1,8 @@
-"""Turn raw PhysioNet 2012 observations into a filled, normalised and split hourly cohort.
+"""Turn a reader's long-format observations into a filled, normalised and split hourly cohort.
 
 The steps, in order:
 
+0. Read the dataset named by ``data.dataset`` with its reader (tardiff.data.sources).
 1. Bin observations into an hourly grid of the configured channels.
 2. Exclude stays without any observation of those channels.
 3. Split stays into train, validation and test, stratified by label.
@@ -22,7 +23,7 @@ import polars as pl
 
 from tardiff.config import ChannelSpec, DataConfig
 from tardiff.data.normalise import Normaliser, make_normaliser, normaliser_from_dict
-from tardiff.data.physionet2012 import read_physionet2012
+from tardiff.data.sources import read_cohort
 from tardiff.errors import CorruptFileError, MissingDataError, TardiffInputError
 from tardiff.io import load_npz, read_json, save_npz, write_json
 
@@ -54,8 +55,8 @@ class Split:
 
     x: np.ndarray  # float32 (n, hours, channels), normalised
     mask: np.ndarray  # bool (n, hours, channels), true where the cell was observed
-    y: np.ndarray  # int64 (n,), in-hospital death
-    record_id: np.ndarray  # int64 (n,), PhysioNet RecordID
+    y: np.ndarray  # int64 (n,), the binary label of the cohort's task
+    record_id: np.ndarray  # int64 (n,), the stay id of the source data
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -288,12 +289,10 @@ def split_stays(
     return indices
 
 
-def preprocess_physionet2012(config: DataConfig, seed: int) -> PreparedCohort:
-    """Read, grid, split, fill and normalise PhysioNet 2012 as configured; see the module docstring."""
-    if config.dataset != "physionet2012":
-        raise TardiffInputError(f"data.dataset is {config.dataset!r}; this reader supports 'physionet2012' only")
+def preprocess_cohort(config: DataConfig, seed: int) -> PreparedCohort:
+    """Read the configured dataset with its reader, then grid, split, fill and normalise it (module docstring)."""
+    raw = read_cohort(config)
     data_dir = Path(config.dir)
-    raw = read_physionet2012(data_dir, config.sets, config.max_stays, config.verify_checksums)
     values, mask, record_ids, grid_counts = build_hourly_grid(raw.observations, config.channels, config.hours)
     names = [channel.name for channel in config.channels]
 
@@ -302,15 +301,15 @@ def preprocess_physionet2012(config: DataConfig, seed: int) -> PreparedCohort:
     label_counts = {str(k): int((labels == k).sum()) for k in (0, 1)}
     if record_ids.size == 0:
         raise TardiffInputError(
-            f"the cohort from {data_dir} is empty: {raw.counts['stays']} stay(s) read, none with an in-range "
-            f"observation of channels {names} in the first {config.hours} hours. Check data.channels in "
-            f"params.yaml and that data.dir points at the PhysioNet 2012 files"
+            f"the {config.dataset} cohort from {data_dir} is empty: {raw.outcomes.height} stay(s) read, none with "
+            f"an in-range observation of channels {names} in the first {config.hours} hours. Check data.channels "
+            f"in params.yaml and that data.dir points at the {config.dataset} files"
         )
     if min(label_counts.values()) == 0:
         raise TardiffInputError(
-            f"the cohort from {data_dir} has one class only: label counts {label_counts} among "
-            f"{record_ids.size} stay(s) (data.sets={list(config.sets)}, data.max_stays={config.max_stays}). "
-            f"A mortality task needs both classes; raise data.max_stays or add data.sets"
+            f"the {config.dataset} cohort from {data_dir} has one class only: label counts {label_counts} among "
+            f"{record_ids.size} stay(s) (data.max_stays={config.max_stays}). A binary task needs both classes; "
+            f"use more stays or check the labels"
         )
 
     fractions = (config.split_train, config.split_val, config.split_test)
@@ -337,6 +336,13 @@ def preprocess_physionet2012(config: DataConfig, seed: int) -> PreparedCohort:
     return PreparedCohort(normaliser=normaliser, metadata=metadata, **splits)
 
 
+def preprocess_physionet2012(config: DataConfig, seed: int) -> PreparedCohort:
+    """Prepare PhysioNet 2012 mortality; :func:`preprocess_cohort` for ``data.dataset: physionet2012``."""
+    if config.dataset != "physionet2012":
+        raise TardiffInputError(f"data.dataset is {config.dataset!r}; this function prepares 'physionet2012' only")
+    return preprocess_cohort(config, seed)
+
+
 def _build_metadata(
     config: DataConfig,
     seed: int,
@@ -356,6 +362,7 @@ def _build_metadata(
         stays_observed_share[name] = {channel: round(float(v), 4) for channel, v in zip(names, stay_share)}
     return {
         "dataset": config.dataset,
+        "task": config.task,
         "data_dir": config.dir,
         "sets": list(config.sets),
         "max_stays": config.max_stays,
@@ -384,20 +391,15 @@ def _build_metadata(
         "observed_cell_share": observed_share,
         "observed_stay_share": stays_observed_share,
         "exclusions": {
-            "records_without_time_series": read_counts["records_without_time_series"],
-            "records_without_time_series_ids": read_counts["records_without_time_series_ids"],
             "stays_without_selected_channels": grid_counts["stays_without_selected_channels"],
             "stays_without_selected_channels_ids": grid_counts["stays_without_selected_channels_ids"],
         },
         "dropped_values": {
-            "missing_marker_rows": read_counts["missing_marker_rows"],
-            "empty_parameter_rows": read_counts["empty_parameter_rows"],
             "observations_outside_window": grid_counts["observations_outside_window"],
             "out_of_range": grid_counts["out_of_range"],
         },
+        "reader_counts": read_counts,
         "cells_from_secondary_source": grid_counts["cells_from_secondary_source"],
-        "files_verified": read_counts["files_verified"],
-        "archives_read": read_counts["archives_read"],
     }
 
 

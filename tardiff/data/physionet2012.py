@@ -17,14 +17,17 @@ import re
 import tarfile
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
+from tardiff.data.sources import RawCohort, register_reader
 from tardiff.errors import CorruptFileError, MissingDataError, TardiffInputError
+
+if TYPE_CHECKING:
+    from tardiff.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +48,8 @@ _PART_REGEX = re.compile(r"^set-([a-z])\.part(\d+)\.tar\.gz$")
 _RECORD_MEMBER_REGEX = re.compile(r"(?:^|/)(\d+)\.txt$")
 
 
-@dataclass
-class RawPhysionet2012:
-    """Time-series observations and in-hospital mortality labels of the stays read.
-
-    ``observations`` has columns record_id (Int64), minute (Int32, minutes since ICU
-    admission), parameter (Utf8) and value (Float64), without the descriptor rows.
-    ``outcomes`` has record_id (Int64) and label (Int8, from ``In-hospital_death``) for
-    exactly the stays that have at least one observation. ``counts`` records the rows and
-    records that were dropped and why.
-    """
-
-    observations: pl.DataFrame
-    outcomes: pl.DataFrame
-    counts: dict[str, Any] = field(default_factory=dict)
+# Observations without the descriptor rows; labels from ``In-hospital_death``.
+RawPhysionet2012 = RawCohort
 
 
 def missing_data_message(data_dir: Path, missing: list[str] | None) -> str:
@@ -480,3 +471,9 @@ def _line_problem(line: str) -> str | None:
     if not _NUMBER_REGEX.match(value_text):
         return f"non-numeric or non-finite value {value_text!r}"
     return None
+
+
+@register_reader("physionet2012")
+def read_physionet2012_cohort(config: DataConfig) -> RawCohort:
+    """Reader for ``data.dataset: physionet2012``: in-hospital mortality of the configured sets."""
+    return read_physionet2012(Path(config.dir), config.sets, config.max_stays, config.verify_checksums)
