@@ -336,6 +336,12 @@ def _merge_cohort(raw: dict, source: str, cohort: str | None) -> dict:
         raise ConfigError(f"cohorts.{name} in {source} must be a mapping of section overrides, got {overrides!r}")
     if "profiles" in overrides or "cohorts" in overrides:
         raise ConfigError(f"cohorts.{name} in {source} may override sections only, not 'profiles' or 'cohorts'")
+    missing = [key for key in ("dataset", "dir") if key not in (overrides.get("data") or {})]
+    if missing:
+        raise ConfigError(
+            f"cohorts.{name} in {source} does not set data.{' and data.'.join(missing)}; every cohort names its "
+            "reader and its data folder, which dvc.yaml tracks"
+        )
     merged = deep_merge(raw, overrides)
     merged["cohort"] = name
     return merged

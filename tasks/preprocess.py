@@ -1,4 +1,4 @@
-"""Stage 1: read PhysioNet 2012 and write the hourly cohort tensors and metadata."""
+"""Stage 1: read the cohort's raw data with its reader and write the hourly cohort tensors and metadata."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 
 from tardiff.config import Params
-from tardiff.data.cohort import preprocess_physionet2012, save_prepared
+from tardiff.data.cohort import preprocess_cohort, save_prepared
 from tardiff.io import write_json
 from tasks import tracking
 from tasks.common import metrics_path, run_stage, stage_dir
@@ -18,7 +18,7 @@ logger = logging.getLogger("tasks.preprocess")
 
 def main(params: Params, root: Path) -> None:
     with tracking.stage_run("preprocess", params, root):
-        cohort = preprocess_physionet2012(params.data, params.seed)
+        cohort = preprocess_cohort(params.data, params.seed)
         out = stage_dir("preprocess")
         save_prepared(cohort, out)
 

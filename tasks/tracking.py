@@ -44,8 +44,14 @@ def configure(project_root: Path) -> str:
 
 
 def run_tags(stage: str, params: Params, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Return the tags every stage run carries: stage, dataset, profile and parent."""
-    tags = {"tardiff.stage": stage, "dataset": params.data.dataset, "profile": params.profile}
+    """Return the tags every stage run carries: stage, dataset (the cohort), reader, task, profile and parent."""
+    tags = {
+        "tardiff.stage": stage,
+        "dataset": params.cohort,
+        "tardiff.reader": params.data.dataset,
+        "tardiff.task": params.data.task or "default",
+        "profile": params.profile,
+    }
     parent = os.environ.get(PARENT_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent

@@ -12,11 +12,17 @@ IGNORED = {".venv", ".git", "outputs", "mlflow.db", "mlartifacts", "mlruns", ".p
            "tardiff.egg-info", ".prefect", "cache", "tmp"}
 
 
-def tiny_params(data_dir: Path, **overrides) -> dict:
-    """Return params.yaml of the project with the tiny profile active and ``data.dir`` absolute."""
+def tiny_params(data_dir: Path, cohort: str = "physionet2012", **overrides) -> dict:
+    """Return params.yaml of the project with the tiny profile, only ``cohort`` kept, its ``data.dir`` absolute.
+
+    ``overrides`` are dotted keys such as ``data.max_stays`` (base section) or
+    ``cohorts.physionet2012.data.sets``.
+    """
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     raw["profile"] = "tiny"
-    raw["data"]["dir"] = str(data_dir)
+    raw["cohort"] = cohort
+    raw["cohorts"] = {cohort: raw["cohorts"][cohort]}
+    raw["cohorts"][cohort]["data"]["dir"] = str(data_dir)
     for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")

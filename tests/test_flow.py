@@ -6,7 +6,7 @@ import pytest
 from prefect.states import Completed, Failed
 
 from flows.pipeline import StageFailed, is_transient, tardiff_pipeline
-from tardiff.errors import MissingDataError
+from tardiff.errors import MissingDataError, TardiffInputError
 from tasks.common import INPUT_ERROR_MARKER
 
 
@@ -39,3 +39,9 @@ def test_missing_data_dir_names_download_command(tmp_path):
     )
     with pytest.raises(MissingDataError, match="tardiff.data.download"):
         tardiff_pipeline.fn(project=str(tmp_path))
+
+
+def test_unknown_cohort_is_an_input_error(tmp_path):
+    (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    with pytest.raises(TardiffInputError, match="cohort\\(s\\) \\['nowhere'\\] are not defined"):
+        tardiff_pipeline.fn(project=str(tmp_path), cohorts=["nowhere"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tasks.common import STAGES
+from tasks.common import REPORT_STAGE, STAGES
 from tests.stage_project import copy_project
 
 pytestmark = pytest.mark.e2e
@@ -59,31 +59,39 @@ def test_first_run_executes_all_stages(pipeline_project):
     root, _, first, _ = pipeline_project
     log = first.stdout + first.stderr
     for stage in STAGES:
-        assert f"Running stage '{stage}'" in log, stage
-    summary = json.loads((root / "metrics/evaluate.json").read_text())
+        assert f"Running stage '{stage}@physionet2012'" in log, stage
+    assert "Running stage 'report'" in log
+    summary = json.loads((root / "metrics/physionet2012/evaluate.json").read_text())
     assert set(summary) == {"real", "guided", "unguided"}
     assert (root / "dvc.lock").is_file()
+    report = (root / "reports/results.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| physionet2012 |"))
+    assert f"{summary['guided']['tstr']['auroc_mean']:.3f}" in row
+    assert (root / "reports/results.png").stat().st_size > 5_000
 
 
 def test_second_run_skips_every_stage(pipeline_project):
     root, env, _, second = pipeline_project
     log = second.stdout + second.stderr
     for stage in STAGES:
-        assert f"Stage '{stage}' didn't change, skipping" in log, stage
+        assert f"Stage '{stage}@physionet2012' didn't change, skipping" in log, stage
+    assert "Stage 'report' didn't change, skipping" in log
     status = _run([sys.executable, "-m", "dvc", "status"], root, env)
     assert "up to date" in status.stdout
 
 
-def test_each_execution_is_one_parent_with_six_children(pipeline_project):
+def test_each_execution_is_one_parent_with_a_child_per_stage(pipeline_project):
     _, env, _, _ = pipeline_project
     parents, children = _pipeline_runs(env)
     assert len(parents) == 2
     first, second = (children[parent.info.run_id] for parent in parents)
-    assert sorted(run.data.tags["tardiff.stage"] for run in first) == sorted(STAGES)
+    assert sorted(run.data.tags["tardiff.stage"] for run in first) == sorted([*STAGES, REPORT_STAGE])
     assert all(run.data.tags.get("tardiff.cached") is None for run in first)
-    assert sorted(run.data.tags["tardiff.stage"] for run in second) == sorted(STAGES)
+    assert sorted(run.data.tags["tardiff.stage"] for run in second) == sorted([*STAGES, REPORT_STAGE])
     assert all(run.data.tags.get("tardiff.cached") == "true" for run in second)
-    assert parents[0].data.metrics["guided/tstr/auroc_mean"] == parents[1].data.metrics["guided/tstr/auroc_mean"]
+    assert {run.data.tags["dataset"] for run in first if run.data.tags["tardiff.stage"] in STAGES} == {"physionet2012"}
+    key = "physionet2012/guided/tstr/auroc_mean"
+    assert parents[0].data.metrics[key] == parents[1].data.metrics[key]
 
 
 def test_mlflow_holds_artifacts(pipeline_project):

@@ -1,4 +1,4 @@
-"""Each pipeline stage on a small real slice of PhysioNet 2012 (set a, 400 stays, tiny profile)."""
+"""Each pipeline stage on a small real slice of PhysioNet 2012 (set a, 400 stays, tiny profile, cohort physionet2012)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 
 from tardiff.config import load_params
 from tasks import evaluate, generate, precompute_ihvp, preprocess, train_classifier, train_diffuser
-from tasks.common import INPUT_ERROR_MARKER, INPUT_ERROR_STATUS, run_stage
+from tasks.common import INPUT_ERROR_MARKER, INPUT_ERROR_STATUS, cohort_context, run_stage
 from tests.stage_project import tiny_params
 
 STAGE_MODULES = (preprocess, train_diffuser, train_classifier, precompute_ihvp, generate, evaluate)
@@ -30,8 +30,9 @@ def project(tmp_path_factory, physionet2012_dir):
     os.chdir(root)
     try:
         params = load_params("params.yaml")
-        for module in STAGE_MODULES:
-            module.main(params, root)
+        with cohort_context(params.cohort):
+            for module in STAGE_MODULES:
+                module.main(params, root)
         yield root
     finally:
         os.chdir(previous)
@@ -43,8 +44,8 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_preprocess_writes_cohort_and_metadata(project):
-    cohort = _npz(project / "outputs/preprocess/cohort.npz")
-    metadata = json.loads((project / "outputs/preprocess/metadata.json").read_text())
+    cohort = _npz(project / "outputs/physionet2012/preprocess/cohort.npz")
+    metadata = json.loads((project / "outputs/physionet2012/preprocess/metadata.json").read_text())
     assert cohort["train_x"].shape[1:] == (24, 7)
     assert np.isfinite(cohort["train_x"]).all()
     assert [c["name"] for c in metadata["channels"]] == ["HR", "SBP", "DBP", "MAP", "Temp", "GCS", "Urine"]
@@ -55,49 +56,49 @@ def test_preprocess_writes_cohort_and_metadata(project):
 
 
 def test_diffuser_checkpoint_has_ema_and_raw_weights(project):
-    payload = torch.load(project / "outputs/train_diffuser/model.pt", weights_only=True)
+    payload = torch.load(project / "outputs/physionet2012/train_diffuser/model.pt", weights_only=True)
     raw, ema = payload["model"], payload["ema_model"]
     assert raw.keys() == ema.keys()
     assert any(not torch.equal(raw[k], ema[k]) for k in raw)
-    metrics = json.loads((project / "metrics/train_diffuser.json").read_text())
+    metrics = json.loads((project / "metrics/physionet2012/train_diffuser.json").read_text())
     assert np.isfinite(metrics["final_loss"])
 
 
 def test_classifier_metrics_recorded(project):
-    metrics = json.loads((project / "metrics/train_classifier.json").read_text())
+    metrics = json.loads((project / "metrics/physionet2012/train_classifier.json").read_text())
     for split in ("val", "test"):
         assert 0.0 <= metrics[split]["auroc"] <= 1.0
         assert 0.0 <= metrics[split]["auprc"] <= 1.0
 
 
 def test_ihvp_vector_matches_classifier_and_records_solver(project):
-    payload = torch.load(project / "outputs/precompute_ihvp/vector.pt", weights_only=True)
-    classifier = torch.load(project / "outputs/train_classifier/model.pt", weights_only=True)
+    payload = torch.load(project / "outputs/physionet2012/precompute_ihvp/vector.pt", weights_only=True)
+    classifier = torch.load(project / "outputs/physionet2012/train_classifier/model.pt", weights_only=True)
     n_params = sum(t.numel() for t in classifier["model"].values())
     assert payload["vector"].numel() == n_params
     assert torch.isfinite(payload["vector"]).all()
-    metrics = json.loads((project / "metrics/precompute_ihvp.json").read_text())
+    metrics = json.loads((project / "metrics/physionet2012/precompute_ihvp.json").read_text())
     for key in ("method", "damping", "iterations", "relative_residual"):
         assert key in metrics
     assert metrics["method"] == "cg"
 
 
 def test_generate_matches_training_label_counts(project):
-    cohort = _npz(project / "outputs/preprocess/cohort.npz")
+    cohort = _npz(project / "outputs/physionet2012/preprocess/cohort.npz")
     labels, counts = np.unique(cohort["train_y"], return_counts=True)
-    guided = _npz(project / "outputs/generate/guided.npz")
-    unguided = _npz(project / "outputs/generate/unguided.npz")
+    guided = _npz(project / "outputs/physionet2012/generate/guided.npz")
+    unguided = _npz(project / "outputs/physionet2012/generate/unguided.npz")
     for data in (guided, unguided):
         assert data["x"].shape == cohort["train_x"].shape
         assert np.unique(data["y"], return_counts=True)[1].tolist() == counts.tolist()
     assert not np.allclose(guided["x"], unguided["x"])
-    assert (project / "outputs/generate/trajectories.png").stat().st_size > 10_000
+    assert (project / "outputs/physionet2012/generate/trajectories.png").stat().st_size > 10_000
 
 
 def test_generate_writes_clinical_units(project):
-    frame = pl.read_parquet(project / "outputs/generate/unguided.parquet")
+    frame = pl.read_parquet(project / "outputs/physionet2012/generate/unguided.parquet")
     assert frame.columns[:3] == ["sample_id", "label", "hour"]
-    metadata = json.loads((project / "outputs/preprocess/metadata.json").read_text())
+    metadata = json.loads((project / "outputs/physionet2012/preprocess/metadata.json").read_text())
     # Clinical units, not z-scores: the median heart rate is tens of beats per minute.
     assert 40 < frame["HR"].median() < 140
     assert frame.height == 24 * frame["sample_id"].n_unique()
@@ -105,15 +106,15 @@ def test_generate_writes_clinical_units(project):
 
 
 def test_evaluate_reports_every_source_and_protocol(project):
-    summary = json.loads((project / "metrics/evaluate.json").read_text())
+    summary = json.loads((project / "metrics/physionet2012/evaluate.json").read_text())
     assert set(summary) == {"real", "guided", "unguided"}
     assert set(summary["real"]) == {"trtr"}
     for source in ("guided", "unguided"):
         assert set(summary[source]["tsrtr"]) == {"alpha=0.2", "alpha=1.0"}
         assert summary[source]["tstr"]["n_seeds"] == 3
-    rows = pl.read_csv(project / "outputs/evaluate/per_seed.csv")
+    rows = pl.read_csv(project / "outputs/physionet2012/evaluate/per_seed.csv")
     assert rows.height == 3 * (1 + 2 * (1 + 2))
-    assert "TSRTR (best alpha" in (project / "outputs/evaluate/results.md").read_text()
+    assert "TSRTR (best alpha" in (project / "outputs/physionet2012/evaluate/results.md").read_text()
 
 
 def test_every_stage_logged_an_mlflow_run(project):
@@ -125,23 +126,25 @@ def test_every_stage_logged_an_mlflow_run(project):
 
 
 def test_generate_is_reproducible(project):
-    first = _npz(project / "outputs/generate/guided.npz")["x"]
+    first = _npz(project / "outputs/physionet2012/generate/guided.npz")["x"]
     previous = Path.cwd()
     os.chdir(project)
     try:
-        generate.main(load_params("params.yaml"), project)
+        with cohort_context("physionet2012"):
+            generate.main(load_params("params.yaml"), project)
     finally:
         os.chdir(previous)
-    assert np.array_equal(first, _npz(project / "outputs/generate/guided.npz")["x"])
+    assert np.array_equal(first, _npz(project / "outputs/physionet2012/generate/guided.npz")["x"])
 
 
 def test_corrupt_checkpoint_is_an_input_error(project, tmp_path, capsys):
     (tmp_path / "params.yaml").write_text((project / "params.yaml").read_text())
-    (tmp_path / "outputs/train_classifier").mkdir(parents=True)
-    (tmp_path / "outputs/preprocess").mkdir(parents=True)
+    (tmp_path / "outputs/physionet2012/train_classifier").mkdir(parents=True)
+    (tmp_path / "outputs/physionet2012/preprocess").mkdir(parents=True)
     for name in ("cohort.npz", "metadata.json"):
-        (tmp_path / "outputs/preprocess" / name).write_bytes((project / "outputs/preprocess" / name).read_bytes())
-    (tmp_path / "outputs/train_classifier/model.pt").write_bytes(b"not a checkpoint")
+        source = project / "outputs/physionet2012/preprocess" / name
+        (tmp_path / "outputs/physionet2012/preprocess" / name).write_bytes(source.read_bytes())
+    (tmp_path / "outputs/physionet2012/train_classifier/model.pt").write_bytes(b"not a checkpoint")
     previous = Path.cwd()
     os.chdir(tmp_path)
     try:
@@ -151,11 +154,11 @@ def test_corrupt_checkpoint_is_an_input_error(project, tmp_path, capsys):
         os.chdir(previous)
     assert exit_info.value.code == INPUT_ERROR_STATUS
     # The failed run left neither a staging folder nor a half-filled output folder.
-    assert not (tmp_path / "outputs/.precompute_ihvp.partial").exists()
-    assert not (tmp_path / "outputs/precompute_ihvp").exists()
+    assert not (tmp_path / "outputs/physionet2012/.precompute_ihvp.partial").exists()
+    assert not (tmp_path / "outputs/physionet2012/precompute_ihvp").exists()
     message = capsys.readouterr().err
     assert INPUT_ERROR_MARKER in message
-    assert "outputs/train_classifier/model.pt" in message
+    assert "outputs/physionet2012/train_classifier/model.pt" in message
     assert "re-run" in message
 
 
@@ -169,5 +172,5 @@ def test_missing_upstream_output_names_the_stage(tmp_path, capsys, physionet2012
     finally:
         os.chdir(previous)
     message = capsys.readouterr().err
-    assert "outputs/preprocess" in message
+    assert "outputs/physionet2012/preprocess" in message
     assert "dvc repro" in message or "preprocess" in message

@@ -5,6 +5,10 @@ table, a MEDS export, raw MIMIC-III or eICU tables) into a :class:`RawCohort`: l
 observations and one binary label per stay. Everything after that (hourly grid, split,
 fill, normalisation) is shared and lives in :mod:`tardiff.data.cohort`.
 
+The reader of dataset ``name`` is the module ``tardiff/data/<name>.py``, which
+registers it with :func:`register_reader`; the preprocess stage of a cohort depends on
+that module only, plus the shared modules.
+
 Reader contract:
 
 - ``observations``: columns record_id (Int64), minute (Int32, minutes since the start of
@@ -21,12 +25,15 @@ Reader contract:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+import tardiff.data
 from tardiff.errors import TardiffInputError
 
 if TYPE_CHECKING:
@@ -61,17 +68,26 @@ def register_reader(name: str) -> Callable[[Reader], Reader]:
 
 
 def reader_names() -> list[str]:
-    """Return the registered dataset names, sorted."""
-    _import_readers()
+    """Return the dataset names of every reader module in this package, sorted."""
+    for module in pkgutil.iter_modules(tardiff.data.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"tardiff.data.{module.name}")
     return sorted(_READERS)
 
 
 def read_cohort(config: DataConfig) -> RawCohort:
-    """Read the raw cohort named by ``config.dataset`` with its registered reader and check the contract."""
-    _import_readers()
+    """Read the raw cohort named by ``config.dataset`` with its registered reader and check the contract.
+
+    The reader of dataset ``name`` lives in module ``tardiff.data.<name>``, which registers it on import.
+    """
+    if config.dataset not in _READERS:
+        try:
+            importlib.import_module(f"tardiff.data.{config.dataset}")
+        except ModuleNotFoundError:
+            pass
     reader = _READERS.get(config.dataset)
     if reader is None:
-        raise TardiffInputError(f"data.dataset is {config.dataset!r}; choose one of {sorted(_READERS)}")
+        raise TardiffInputError(f"data.dataset is {config.dataset!r}; choose one of {reader_names()}")
     raw = reader(config)
     _check_contract(raw, config.dataset)
     return raw
@@ -85,8 +101,3 @@ def _check_contract(raw: RawCohort, dataset: str) -> None:
         missing = [column for column in schema if column not in frame.columns]
         if missing:
             raise TypeError(f"the {dataset} reader returned {name} without column(s) {missing}")
-
-
-def _import_readers() -> None:
-    # The reader modules register themselves on import.
-    from tardiff.data import physionet2012  # noqa: F401

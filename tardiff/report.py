@@ -1,0 +1,106 @@
+"""The cross-cohort results table: TSTR and TSRTR of guided, unguided and real-only data on every cohort.
+
+Input is each cohort's evaluation summary (``metrics/<cohort>/evaluate.json``, as written
+by :func:`tardiff.evaluation.summarise`). Output is a paper-style markdown table per metric
+(one row per cohort) and a figure with one panel per metric.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or assumed
+
+from dataclasses import dataclass  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+METRICS = ("auroc", "auprc")
+METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the table: a source under a protocol, read from the evaluation summary."""
+
+    label: str
+    source: str
+    protocol: str  # "trtr", "tstr" or "tsrtr_best"
+
+
+COLUMNS = (
+    Column("Real only (TRTR)", "real", "trtr"),
+    Column("Unguided TSTR", "unguided", "tstr"),
+    Column("TarDiff TSTR", "guided", "tstr"),
+    Column("Unguided TSRTR", "unguided", "tsrtr_best"),
+    Column("TarDiff TSRTR", "guided", "tsrtr_best"),
+)
+
+
+def _leaf(summary: dict, column: Column) -> dict | None:
+    return (summary.get(column.source) or {}).get(column.protocol)
+
+
+def results_tables(summaries: dict[str, dict | None], cohort_info: dict[str, dict] | None = None) -> str:
+    """Render one markdown table per metric: a row per cohort, a column per source and protocol.
+
+    ``summaries`` maps the cohort name to its evaluation summary, or to None when the
+    cohort has not been evaluated yet (its row says so). Cells are "mean ± std" over the
+    evaluator seeds; TSRTR cells name the best alpha (highest mean AUPRC on the test split,
+    so they are optimistic, as in the paper). ``cohort_info`` adds the dataset and task.
+    """
+    cohort_info = cohort_info or {}
+    parts = []
+    for metric in METRICS:
+        header = ["cohort", "dataset / task", *(column.label for column in COLUMNS), "seeds"]
+        lines = [f"### {METRIC_LABELS[metric]}", "", "| " + " | ".join(header) + " |",
+                 "|" + "---|" * len(header)]
+        for cohort, summary in summaries.items():
+            info = cohort_info.get(cohort, {})
+            described = " / ".join(str(v) for v in (info.get("dataset"), info.get("task")) if v) or "-"
+            if summary is None:
+                cells = ["not evaluated yet"] + [""] * (len(COLUMNS) - 1) + [""]
+            else:
+                cells, seeds = [], set()
+                for column in COLUMNS:
+                    leaf = _leaf(summary, column)
+                    if leaf is None:
+                        cells.append("-")
+                        continue
+                    text = f"{leaf[f'{metric}_mean']:.3f} ± {leaf[f'{metric}_std']:.3f}"
+                    if column.protocol == "tsrtr_best":
+                        text += f" (α={leaf['alpha']:g})"
+                    cells.append(text)
+                    seeds.add(int(leaf["n_seeds"]))
+                cells.append(",".join(str(s) for s in sorted(seeds)))
+            lines.append("| " + " | ".join([cohort, described, *cells]) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def plot_results(summaries: dict[str, dict | None], path: str) -> None:
+    """Draw grouped bars (mean with std error bars) per cohort, one panel per metric; cohorts without results are left out."""
+    cohorts = [name for name, summary in summaries.items() if summary is not None]
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(max(6.0, 1.9 * len(cohorts) + 3), 3.6), squeeze=False)
+    width = 0.8 / len(COLUMNS)
+    positions = np.arange(len(cohorts))
+    for ax, metric in zip(axes[0], METRICS):
+        for index, column in enumerate(COLUMNS):
+            means, stds = [], []
+            for cohort in cohorts:
+                leaf = _leaf(summaries[cohort], column)
+                means.append(np.nan if leaf is None else leaf[f"{metric}_mean"])
+                stds.append(0.0 if leaf is None else leaf[f"{metric}_std"])
+            ax.bar(positions + (index - (len(COLUMNS) - 1) / 2) * width, means, width, yerr=stds,
+                   label=column.label, capsize=2)
+        ax.set_xticks(positions, cohorts, rotation=20, ha="right")
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    if not cohorts:
+        fig.suptitle("no cohort has been evaluated yet")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
