@@ -1,27 +1,29 @@
 """Tests of the bring-your-own long-format reader (``data.dataset: long``).
 
-Most fixtures are SYNTHETIC: small tables written into tmp_path by the helpers below,
-from a seeded numpy RNG or by hand; they are not patient data. The round-trip tests
-convert a real slice of PhysioNet 2012 (the first 300 stays of set a) into the long
-format and check that the long reader prepares the same cohort as the PhysioNet reader.
+Most fixtures are SYNTHETIC. The helpers below write small tables into tmp_path, from a
+seeded numpy RNG or by hand, and they hold no patient data. The round-trip tests convert
+a real slice of PhysioNet 2012 (the first 300 stays of set a) into the long format. They
+check that the long reader prepares the same cohort as the PhysioNet reader.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
-from tardiff.config import ChannelSpec, DataConfig, load_params
+from tardiff.config import ChannelSpec, DataConfig, load_params, params_from_dict, read_params_file
 from tardiff.data.cohort import preprocess_cohort
 from tardiff.data.long_format import read_long
 from tardiff.data.physionet2012 import read_physionet2012
 from tardiff.data.sources import read_cohort, reader_names
-from tardiff.errors import MissingDataError, TardiffInputError
+from tardiff.errors import CorruptFileError, MissingDataError, TardiffInputError
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20250417
@@ -140,6 +142,16 @@ def test_long_minutes_unit(tmp_path: Path):
     assert raw.outcomes.rows() == [(1, 1), (2, 0)]
 
 
+def test_long_duration_time_column(tmp_path: Path):
+    obs = pl.DataFrame({"stay_id": [1, 2], "time": [timedelta(minutes=90, seconds=30), timedelta(hours=2)],
+                        "variable": ["HR", "HR"], "value": [1.0, 2.0]})
+    write_table(obs, tmp_path / "obs.parquet")
+    write_table(pl.DataFrame({"stay_id": [1, 2], "label": [0, 1]}), tmp_path / "labels.parquet")
+    for time_unit in ("hours", "minutes"):
+        raw = read_long(tmp_path, "obs.parquet", "labels.parquet", (HR,), 24, time_unit)
+        assert raw.observations["minute"].to_list() == [90, 120]
+
+
 def test_long_datetime_uses_label_start(tmp_path: Path):
     obs = pl.DataFrame({
         "stay_id": [1, 1, 2, 2],
@@ -195,6 +207,23 @@ def test_long_preprocess_end_to_end(tmp_path: Path):
     assert cohort.metadata["dataset"] == "long"
     assert cohort.metadata["reader_counts"]["rows_after_window"] > 0
     assert len(cohort.train) + len(cohort.val) + len(cohort.test) == 60
+
+
+def test_docs_examples_load():
+    """Each ``cohorts:`` example of docs/bring_your_own_data.md is a valid params.yaml entry."""
+    text = (REPO / "docs" / "bring_your_own_data.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    base = read_params_file(REPO / "params.yaml")
+    datasets = []
+    for block in blocks:
+        for name, overrides in yaml.safe_load(block)["cohorts"].items():
+            raw = dict(base, cohorts={**(base.get("cohorts") or {}), name: overrides})
+            params = params_from_dict(raw, cohort=name)
+            assert [channel.name for channel in params.data.channels] == [
+                channel["name"] for channel in overrides["data"]["channels"]
+            ]
+            datasets.append(params.data.dataset)
+    assert datasets == ["long", "meds", "mimic3", "eicu"]
 
 
 # Bad input: each raises TardiffInputError naming the file, the value and the fix.
@@ -274,6 +303,13 @@ def test_long_missing_file_and_setting_raise(tmp_path: Path):
         read_cohort(long_config(tmp_path, labels_file="", channels=(HR,)))
 
 
+def test_long_corrupt_parquet_raises(tmp_path: Path):
+    bad_tables(tmp_path)
+    (tmp_path / "obs.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(CorruptFileError, match=r"obs.parquet cannot be read as a table"):
+        read_cohort(long_config(tmp_path, observations_file="obs.parquet", channels=(HR,)))
+
+
 def test_long_unknown_extension_raises(tmp_path: Path):
     bad_tables(tmp_path)
     (tmp_path / "obs.txt").write_text((tmp_path / "obs.csv").read_text())
@@ -284,7 +320,8 @@ def test_long_unknown_extension_raises(tmp_path: Path):
 def test_long_conflicting_channel_units_raise(tmp_path: Path):
     bad_tables(tmp_path)
     fahrenheit = ChannelSpec("HR2", ("HR",), "degF", 1, 300)
-    with pytest.raises(TardiffInputError, match=r"variable 'HR' is a source of channel HR \('bpm'\) and of channel HR2"):
+    pattern = r"variable 'HR' is a source of channel HR \('bpm'\) and of channel HR2"
+    with pytest.raises(TardiffInputError, match=pattern):
         read_cohort(long_config(tmp_path, channels=(HR, fahrenheit)))
 
 
@@ -302,7 +339,9 @@ def physionet_cohort(physionet_config: DataConfig):
     return preprocess_cohort(physionet_config, seed=SEED)
 
 
-@pytest.mark.parametrize(("suffix", "time_unit"), [(".csv", "hours"), (".parquet", "minutes"), (".parquet", "datetime")])
+@pytest.mark.parametrize(
+    ("suffix", "time_unit"), [(".csv", "hours"), (".parquet", "minutes"), (".parquet", "datetime")]
+)
 def test_long_reproduces_physionet2012(tmp_path: Path, physionet_config, physionet_cohort, suffix, time_unit):
     raw = read_physionet2012(Path(physionet_config.dir), ("a",), 300, True)
     start = datetime(2101, 10, 20, 7, 15)

@@ -221,7 +221,7 @@ def _locate_sources(data_dir: Path, channels: tuple[ChannelSpec, ...]) -> list[t
 
     Raises when a source is a column of neither table or when the table it needs is absent.
     """
-    wanted = source_variables(channels)
+    sources = source_variables(channels)
     headers: dict[str, tuple[Path | None, list[str]]] = {}
     for stem in VITAL_TABLES:
         path = find_table(data_dir, stem, "eicu", SOURCE)
@@ -233,14 +233,14 @@ def _locate_sources(data_dir: Path, channels: tuple[ChannelSpec, ...]) -> list[t
     placed: set[str] = set()
     for stem in VITAL_TABLES:
         path, names = headers[stem]
-        columns = [source for source in wanted if source in names and source not in ID_COLUMNS + ("vitalperiodicid",)]
+        columns = [source for source in sources if source in names and source not in ID_COLUMNS + ("vitalperiodicid",)]
         if path is not None and columns:
             tables.append((path, columns))
             placed.update(columns)
-    unplaced = [source for source in wanted if source not in placed]
+    unplaced = [source for source in sources if source not in placed]
     if unplaced:
-        aperiodic_path = headers["vitalAperiodic"][0]
-        if aperiodic_path is None and set(unplaced) & {"noninvasivesystolic", "noninvasivediastolic", "noninvasivemean"}:
+        aperiodic_columns = {"noninvasivesystolic", "noninvasivediastolic", "noninvasivemean"}
+        if headers["vitalAperiodic"][0] is None and set(unplaced) & aperiodic_columns:
             raise MissingDataError(
                 f"channel source(s) {unplaced} are columns of vitalAperiodic, which is not in {data_dir}; copy "
                 f"vitalAperiodic.csv.gz there from {SOURCE} or remove them from data.channels[].sources"

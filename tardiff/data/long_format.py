@@ -6,8 +6,9 @@ the file extension), one row per measurement:
 - ``stay_id``: integer id of the stay.
 - ``time``: when the value was measured. With ``data.time_unit: hours`` or ``minutes`` it
   is a number of hours or minutes since the start of the stay's window (ICU admission,
-  say). With ``data.time_unit: datetime`` it is a date and time (ISO 8601 text in CSV,
-  a timestamp in Parquet), and the labels table gives each stay's window start.
+  say), or a Parquet duration. With ``data.time_unit: datetime`` it is a date and time
+  (ISO 8601 text in CSV, a timestamp in Parquet), and the labels table gives each stay's
+  window start.
 - ``variable``: the variable name that ``data.channels[].sources`` refer to.
 - ``value``: the number, in the channel's unit.
 - ``unit`` (optional): the value's unit. Rows in another unit are converted or rejected
@@ -19,8 +20,8 @@ labels table defines the cohort. An explicit ``start`` is required rather than t
 the first observation, which would move the window with whatever happened to be charted
 first.
 
-Times are floored to whole minutes, so hour h of the grid holds times in [h, h + 1)
-hours. The other rules (missing values, units, window, duplicates, missing labels) are
+Times are floored to whole minutes, so hour h of the grid contains the times in
+[h, h + 1) hours. The other rules (missing values, units, window, duplicates, missing labels) are
 those of :mod:`tardiff.data.validate`.
 """
 
@@ -157,10 +158,11 @@ def _read_selected_rows(path: Path, channels: tuple[ChannelSpec, ...], counts: d
         "The observation table needs columns stay_id, time, variable, value and optionally unit",
     )
     require_rows(lazy, path)
-    wanted = source_variables(channels)
+    sources = source_variables(channels)
     keep = ["_row", *OBSERVATION_COLUMNS] + (["unit"] if "unit" in columns else [])
-    indexed = lazy.with_row_index("_row").with_columns(pl.col("variable").cast(pl.Utf8))
-    selected = collect(indexed.filter(pl.col("variable").is_in(wanted)).select(keep), path)
+    text_columns = [pl.col(name).cast(pl.Utf8) for name in ("variable", "unit") if name in columns]
+    indexed = lazy.with_row_index("_row").with_columns(text_columns)
+    selected = collect(indexed.filter(pl.col("variable").is_in(sources)).select(keep), path)
     counts["rows_read"] = int(collect(lazy.select(pl.len()), path).item())
     counts["rows_selected"] = selected.height
     counts["rows_of_other_variables"] = counts["rows_read"] - selected.height
@@ -186,11 +188,14 @@ def _add_minutes(
     source = frame["time"]
     if source.dtype == pl.Utf8:
         numbers = source.str.strip_chars().cast(pl.Float64, strict=False)
+    elif isinstance(source.dtype, pl.Duration):
+        # A Parquet duration carries its own unit, so hours and minutes give the same minute.
+        numbers = source.dt.total_microseconds().cast(pl.Float64) / (60e6 * MINUTES_PER_UNIT[time_unit])
     elif source.dtype.is_numeric():
         numbers = source.cast(pl.Float64)
     else:
         raise TardiffInputError(
-            f"{path}: column 'time' has type {source.dtype}, but data.time_unit is {time_unit!r}, so it must hold "
+            f"{path}: column 'time' has type {source.dtype}, but data.time_unit is {time_unit!r}, so it must contain "
             f"numbers of {time_unit} since the window start; set data.time_unit to datetime for dates and times"
         )
     invalid = numbers.is_null() | ~numbers.is_finite().fill_null(False)

@@ -12,7 +12,7 @@ label is ``boolean_value``; when that column is absent or entirely null,
 
 Each label row is one sample. MEDS allows a model to use the events with time at or
 before prediction_time, so the window is the ``data.hours`` hours ending at
-prediction_time, left-open and right-closed: hour h of the grid holds events with time in
+prediction_time, left-open and right-closed: hour h of the grid contains the events with time in
 (prediction_time - (hours - h) h, prediction_time - (hours - h - 1) h]. In minutes,
 minute = hours * 60 - 1 - floor((prediction_time - time) / 1 min). Events after
 prediction_time are dropped and counted; so are events before the window and static
@@ -89,8 +89,9 @@ def read_meds(
     counts["static_rows"] = int(static.sum())
     events, counts["missing_values"] = parse_numbers(events.filter(~static), "value", root, "numeric_value")
 
-    # Join every event to each label row of its subject; a subject with several label rows
-    # contributes its events to several samples.
+    # Join every event to each label row of its subject, so a subject with several label rows
+    # contributes its events to several samples and the row counts below are per sample.
+    # NOTE: memory grows with events x label rows per subject, which is large for hourly label files.
     samples = events.join(labels.select("subject_id", "record_id", "prediction_time"), on="subject_id", how="inner")
     before_prediction = (pl.col("prediction_time") - pl.col("time")).dt.total_microseconds()
     samples = samples.with_columns(before_prediction.alias("_before"))
@@ -195,17 +196,17 @@ def _read_events(
     )
     if not isinstance(schema["time"], pl.Datetime) or not schema["numeric_value"].is_numeric():
         raise TardiffInputError(
-            f"MEDS data shards under {root}: time has type {schema['time']} and numeric_value {schema['numeric_value']}; "
-            f"the MEDS data schema needs a timestamp and a float column"
+            f"MEDS data shards under {root}: time has type {schema['time']} and numeric_value "
+            f"{schema['numeric_value']}; the MEDS data schema needs a timestamp and a float column"
         )
     counts["rows_read"] = int(collect(lazy.select(pl.len()), root).item())
     if counts["rows_read"] == 0:
         raise TardiffInputError(f"the MEDS data shards under {root} contain no rows")
 
-    wanted = source_variables(channels)
+    codes = source_variables(channels)
     code = pl.col("code").cast(pl.Utf8)
     selected = collect(
-        lazy.filter(code.is_in(wanted) & pl.col("subject_id").is_in(subjects.implode())).select(
+        lazy.filter(code.is_in(codes) & pl.col("subject_id").is_in(subjects.implode())).select(
             pl.col("subject_id").cast(pl.Int64),
             pl.col("time"),
             code.alias("parameter"),

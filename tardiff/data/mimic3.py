@@ -1,9 +1,9 @@
 """Read the raw MIMIC-III v1.4 tables (``data.dataset: mimic3``): in-hospital mortality per ICU stay.
 
 MIMIC-III needs credentialed access (https://physionet.org/content/mimiciii/1.4/). The
-reader takes, from ``data.dir``, the official CSV files, compressed or not, with
-upper-case column names; names of files and columns are matched case-insensitively, so
-the lower-case files of the MIMIC-III demo work too:
+reader takes the official CSV files, compressed or not, from ``data.dir``. Names of files
+and columns are matched case-insensitively, so the lower-case files of the MIMIC-III demo
+work too. The tables and columns read:
 
 - ICUSTAYS: one sample per ICUSTAY_ID. The window starts at INTIME; OUTTIME - INTIME is
   the stay length that ``data.min_stay_hours`` checks.
@@ -119,7 +119,9 @@ def read_mimic3(
     return finish_cohort(events, stays.select("record_id", "label"), counts, icustays_path, chartevents_path, max_stays)
 
 
-def read_stays(icustays_path: Path, admissions_path: Path, min_stay_hours: float, counts: dict[str, Any]) -> pl.DataFrame:
+def read_stays(
+    icustays_path: Path, admissions_path: Path, min_stay_hours: float, counts: dict[str, Any]
+) -> pl.DataFrame:
     """Return the eligible stays: record_id (ICUSTAY_ID), label (HOSPITAL_EXPIRE_FLAG) and INTIME.
 
     Stays without an admission row or flag, and stays shorter than ``min_stay_hours`` (or

@@ -89,8 +89,8 @@ def find_table(data_dir: Path, stem: str, dataset: str, source: str) -> Path | N
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise MissingDataError(f"{dataset} data directory {data_dir} not found; point data.dir at the {source} files")
-    wanted = {f"{stem}{suffix}".lower() for suffix in CSV_SUFFIXES}
-    matches = sorted(path for path in data_dir.iterdir() if path.is_file() and path.name.lower() in wanted)
+    names = {f"{stem}{suffix}".lower() for suffix in CSV_SUFFIXES}
+    matches = sorted(path for path in data_dir.iterdir() if path.is_file() and path.name.lower() in names)
     if len(matches) > 1:
         logger.warning("found %s in %s; reading %s", [p.name for p in matches], data_dir, matches[0].name)
     return matches[0] if matches else None
@@ -102,13 +102,16 @@ def require_table(data_dir: Path, stem: str, dataset: str, source: str) -> Path:
     if path is None:
         raise MissingDataError(
             f"{dataset} table {stem}.csv or {stem}.csv.gz not found in {data_dir}; copy it there from {source} "
-            f"(the official file names, compressed or not) or point data.dir at the folder that holds it"
+            f"(the official file names, compressed or not) or point data.dir at the folder that contains it"
         )
     return path
 
 
 def is_parquet(path: Path) -> bool:
-    """Tell Parquet input (a ``.parquet``/``.pq`` file or a folder of them) from CSV (``.csv``/``.csv.gz``)."""
+    """Return True for Parquet input (``.parquet``, ``.pq`` or a folder) and False for ``.csv``/``.csv.gz``.
+
+    Raises for any other file name.
+    """
     name = path.name.lower()
     if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
         return True
@@ -125,7 +128,10 @@ def parquet_files(path: Path) -> list[Path]:
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES))
     if not files:
-        raise MissingDataError(f"folder {path} contains no *.parquet file; point the setting at the Parquet data")
+        raise MissingDataError(
+            f"folder {path} contains no *.parquet file; put the Parquet files there or fix data.dir and "
+            f"data.labels_file"
+        )
     return files
 
 
@@ -133,7 +139,7 @@ def csv_header(path: Path) -> list[str]:
     """Read the header line of a CSV file (gzip or plain) without reading the rest."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
             line = handle.readline()
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"{path} cannot be read ({type(exc).__name__}: {exc}); replace the file") from exc
@@ -217,7 +223,7 @@ def check_sources_found(
     return absent
 
 
-def parse_numbers(frame: pl.DataFrame, column: str, path: Path, what: str) -> tuple[pl.DataFrame, int]:
+def parse_numbers(frame: pl.DataFrame, column: str, path: Path, value_name: str) -> tuple[pl.DataFrame, int]:
     """Cast ``column`` to Float64 and drop rows whose value is missing; return the frame and the dropped count.
 
     Missing means null, NaN or one of MISSING_TEXT. Raises on a non-numeric or infinite value,
@@ -235,15 +241,16 @@ def parse_numbers(frame: pl.DataFrame, column: str, path: Path, what: str) -> tu
         invalid = pl.Series([False] * frame.height)
     else:
         raise TardiffInputError(
-            f"{path}: column {column!r} has type {source.dtype}; {what} must be numbers (or text holding numbers)"
+            f"{path}: column {column!r} has type {source.dtype}; {value_name} must be numbers (or text with numbers)"
         )
     missing = missing | numbers.is_nan().fill_null(False)
     invalid = invalid | numbers.is_infinite().fill_null(False)
     if invalid.any():
         bad = frame.filter(invalid).row(0, named=True)
         raise TardiffInputError(
-            f"{path}, {row_location(bad, path)}: {what} {bad[column]!r} of variable {bad.get('parameter')!r} is not a "
-            f"finite number ({int(invalid.sum())} such row(s)). Write numbers only, and leave a missing value empty"
+            f"{path}, {row_location(bad, path)}: {value_name} {bad[column]!r} of variable {bad.get('parameter')!r} "
+            f"is not a finite number ({int(invalid.sum())} such row(s)). Write numbers only, and leave a missing "
+            f"value empty"
         )
     cleaned = frame.with_columns(numbers.alias(column)).filter(~missing)
     return cleaned, int(missing.sum())
@@ -307,13 +314,13 @@ def parse_binary_labels(frame: pl.DataFrame, column: str, path: Path, allow_null
     return labels.alias("label")
 
 
-def require_unique(frame: pl.DataFrame, key: str, path: Path, what: str) -> None:
+def require_unique(frame: pl.DataFrame, key: str, path: Path, key_name: str) -> None:
     """Raise when a value of ``key`` appears on more than one row."""
     duplicated = frame.filter(pl.col(key).is_duplicated())[key].unique().sort()
     if duplicated.len():
         raise TardiffInputError(
-            f"{path}: {what} {duplicated.head(5).to_list()} appear(s) on more than one row "
-            f"({duplicated.len()} in all); keep one row per {what}"
+            f"{path}: {key_name} {duplicated.head(5).to_list()} appear(s) on more than one row "
+            f"({duplicated.len()} in all); keep one row per {key_name}"
         )
 
 
@@ -349,11 +356,11 @@ def convert_units(
     without_unit = 0
     converted: dict[str, int] = {}
     for variable, unit, rows in pairs.iter_rows():
-        wanted = target.get(variable)
+        channel_target = target.get(variable)
         have = canonical_unit(unit)
-        if wanted is None or not wanted[1]:
+        if channel_target is None or not channel_target[1]:
             continue
-        channel_name, channel_unit = wanted
+        channel_name, channel_unit = channel_target
         if have is None:
             without_unit += rows
             continue
@@ -432,22 +439,22 @@ def parse_datetimes(
     one unless ``allow_null``.
     """
     source = frame[column]
-    given = source.is_not_null()
+    has_value = source.is_not_null()
     if source.dtype == pl.Utf8:
         source = source.str.strip_chars()
-        given = source.is_not_null() & (source != "")
+        has_value = source.is_not_null() & (source != "")
         parsed = source.str.to_datetime(time_unit="us", strict=False)
     elif isinstance(source.dtype, (pl.Datetime, pl.Date)):
         parsed = source
     else:
         raise TardiffInputError(
-            f"{path}: column {column!r} has type {source.dtype}; {context}it must hold dates and times (ISO 8601 "
+            f"{path}: column {column!r} has type {source.dtype}; {context}it must contain dates and times (ISO 8601 "
             f"text such as 2101-10-20 19:10:00, or a timestamp column in Parquet)"
         )
     if isinstance(parsed.dtype, pl.Datetime) and parsed.dtype.time_zone is not None:
         parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     parsed = parsed.cast(pl.Datetime("us"))
-    invalid = (parsed.is_null() & given) if allow_null else parsed.is_null()
+    invalid = (parsed.is_null() & has_value) if allow_null else parsed.is_null()
     if invalid.any():
         bad = frame.filter(invalid).row(0, named=True)
         raise TardiffInputError(
@@ -538,7 +545,7 @@ def minutes_from_number(column: str, minutes_per_unit: float) -> pl.Expr:
 
 
 def minutes_between(later: str, earlier: str) -> pl.Expr:
-    """Whole minutes from datetime ``earlier`` to ``later``, floored (so -30 s gives -1)."""
+    """Return the whole minutes from datetime ``earlier`` to ``later``, floored (so -30 s gives -1)."""
     micro = (pl.col(later) - pl.col(earlier)).dt.total_microseconds()
     return micro.floordiv(60_000_000).cast(pl.Int64)
 
