@@ -73,3 +73,42 @@ def test_config_error_is_an_input_error():
 def test_missing_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_every_cohort_loads_with_its_reader_and_folder(raw):
+    from tardiff.config import cohort_names
+
+    names = cohort_names(raw)
+    assert names[0] == "physionet2012"
+    for name in names:
+        params = params_from_dict(raw, cohort=name)
+        assert params.cohort == name
+        assert params.data.dir == raw["cohorts"][name]["data"]["dir"]
+        assert params.data.channels
+
+
+def test_cohort_overrides_come_before_the_profile(raw):
+    raw["cohorts"]["physionet2012"]["data"]["max_stays"] = 900
+    raw["cohorts"]["physionet2012"]["diffusion"] = {"train_steps": 123}
+    cpu = params_from_dict(raw, profile="cpu")
+    assert cpu.data.max_stays == 900 and cpu.diffusion.train_steps == 123
+    tiny = params_from_dict(raw, profile="tiny")
+    assert tiny.data.max_stays == raw["profiles"]["tiny"]["data"]["max_stays"]
+    assert tiny.diffusion.train_steps == raw["profiles"]["tiny"]["diffusion"]["train_steps"]
+
+
+def test_unknown_cohort_lists_the_defined_ones(raw):
+    with pytest.raises(ConfigError, match=r"cohort 'nowhere' is not defined.*physionet2012"):
+        params_from_dict(raw, cohort="nowhere")
+
+
+def test_cohort_must_name_reader_and_folder(raw):
+    del raw["cohorts"]["physionet2012"]["data"]["dir"]
+    with pytest.raises(ConfigError, match="does not set data.dir"):
+        params_from_dict(raw)
+
+
+def test_cohort_name_must_suit_folders_and_stage_names(raw):
+    raw["cohorts"]["my@cohort"] = raw["cohorts"]["physionet2012"]
+    with pytest.raises(ConfigError, match="letters, digits and underscores"):
+        params_from_dict(raw)
