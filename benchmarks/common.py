@@ -30,10 +30,13 @@ class TrainedRun:
 
 
 def load_trained_run(outputs: str | Path, with_diffuser: bool = True) -> TrainedRun:
-    """Load ``params.yaml`` and the preprocess, classifier and (optionally) diffuser outputs."""
-    params = load_params()
-    device = resolve_device(params.device)
+    """Load the preprocess, classifier and (optionally) diffuser outputs of ``outputs/<cohort>``.
+
+    The parameters are those of the cohort that names the folder.
+    """
     outputs = Path(outputs)
+    params = load_params(cohort=outputs.name)
+    device = resolve_device(params.device)
     cohort = load_prepared(outputs / "preprocess")
     classifier = load_classifier(outputs / "train_classifier/model.pt", device)
     unet = diffusion = None

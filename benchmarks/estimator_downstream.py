@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(IHVP_METHODS), choices=IHVP_METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="evaluator seeds")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unguided baseline row")
-    parser.add_argument("--outputs", default="outputs")
+    parser.add_argument("--outputs", default="outputs/physionet2012")
     args = parser.parse_args(argv)
 
     run = load_trained_run(args.outputs)

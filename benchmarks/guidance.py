@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Time guided sampling, guidance gradients and estimators.")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: generate.batch_size)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement; the best counts")
-    parser.add_argument("--outputs", default="outputs", help="folder with the stage outputs")
+    parser.add_argument("--outputs", default="outputs/physionet2012", help="folder with the stage outputs")
     args = parser.parse_args(argv)
 
     params = load_params()

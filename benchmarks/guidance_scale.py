@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 1, 3, 10, 30, 100])
     parser.add_argument("--per-class", type=int, default=256, help="samples drawn per class and scale")
-    parser.add_argument("--outputs", default="outputs", help="folder with the stage outputs")
+    parser.add_argument("--outputs", default="outputs/physionet2012", help="folder with the stage outputs")
     args = parser.parse_args(argv)
 
     run = load_trained_run(args.outputs)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="+", default=["dot:0", "dot:1", "logit:1"],
                         help="score:scale pairs; score is dot, cos or logit")
     parser.add_argument("--seed", type=int, default=0, help="evaluator seed")
-    parser.add_argument("--outputs", default="outputs")
+    parser.add_argument("--outputs", default="outputs/physionet2012")
     args = parser.parse_args(argv)
 
     run = load_trained_run(args.outputs)
