@@ -89,4 +89,4 @@ def _check_contract(raw: RawCohort, dataset: str) -> None:
 
 def _import_readers() -> None:
     # The reader modules register themselves on import.
-    from tardiff.data import physionet2012  # noqa: F401
+    from tardiff.data import physionet2012, physionet2019, yaib  # noqa: F401
