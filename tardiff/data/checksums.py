@@ -1,7 +1,7 @@
 """SHA-256 checksum files in ``sha256sum`` format, shared by the raw-data readers.
 
 A checksum file lists ``<hex digest>  <path>`` per line. Paths are relative to the folder
-that holds the checksum file and may start with ``./`` (``./aki/eicu_demo/dyn.parquet``),
+that contains the checksum file and may start with ``./`` (``./aki/eicu_demo/dyn.parquet``),
 so a file is looked up by its path relative to that folder.
 """
 

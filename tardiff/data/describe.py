@@ -2,9 +2,9 @@
 
 Usage: ``python -m tardiff.data.describe [--cohort NAME ...] [--variables N] [--params FILE]``.
 For each cohort the command runs :func:`~tardiff.data.cohort.preprocess_cohort` with the
-cohort's parameters and seed, then prints the stays, positive rate, split sizes,
-exclusions with their counts, and per channel the unit, valid range and the share of stays
-and of hour cells observed in the window. ``--variables N`` adds the N raw variables with
+cohort's parameters and seed. It then prints the stays, positive rate, split sizes and
+exclusions with their counts. Per channel it prints the unit, the valid range and the
+share of stays and of hour cells observed in the window. ``--variables N`` adds the N raw variables with
 the most observed hour cells, which is how the channels were chosen.
 """
 
@@ -57,7 +57,7 @@ def describe_cohort(name: str, params: Params, variables: int = 0) -> str:
     """Prepare the cohort ``name`` with ``params`` and return its Markdown section."""
     data = params.data
     cohort = preprocess_cohort(data, params.seed)
-    lines = [f"### {name}", ""]
+    lines = [f"#### {name}", ""]
     lines += _summary_lines(cohort, params)
     lines += ["", *_exclusion_lines(cohort)]
     lines += ["", *_channel_table(cohort)]
@@ -124,8 +124,10 @@ def _variable_table(params: Params, top: int) -> list[str]:
     raw = read_cohort(params.data)
     names = raw.observations["parameter"].unique().sort().to_list()
     density = observation_density(raw.observations, {name: (name,) for name in names}, params.data.hours)
+    density = density.sort(["cells_observed", "name"], descending=[True, False])
+    scope = f"{min(top, len(names))} of {len(names)}; stays kept by the reader, no range check"
     lines = [
-        f"Raw variables with the most observed hour cells ({top} of {len(names)}; stays kept by the reader, no range check):",
+        f"Raw variables with the most observed hour cells ({scope}):",
         "",
         "| variable | stays observed | hour cells observed |",
         "|---|---:|---:|",

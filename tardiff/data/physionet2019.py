@@ -1,7 +1,7 @@
 """Read the PhysioNet/CinC Challenge 2019 sepsis records straight from their ``tar.gz`` archives.
 
 Each stay is a pipe-separated member ``training_setB/p100001.psv`` with one row per hour
-of ICU stay and the fixed 41-column HEADER; ``NaN`` marks a missing value. ``ICULOS``
+of ICU stay and the fixed 41-column HEADER, where ``NaN`` marks a missing value. ``ICULOS``
 numbers the hours of the ICU stay from 1, and a file's first row is not always hour 1.
 The member texts of one archive are joined, each line prefixed with its record id, and
 parsed by a single ``polars.read_csv`` call.
@@ -14,12 +14,15 @@ Task ``sepsis``: a stay is positive when any row has ``SepsisLabel`` 1. Upstream
 label from 6 hours before clinical onset onwards, and some stays are positive from their
 first row.
 
-Malformed files raise TardiffInputError naming the archive, member, line and value: a
-wrong header, a wrong number of fields, a value that is not a number or ``NaN``, an
-infinite value, an ``ICULOS`` that is missing, fractional or below 1 (hour 1 is the first
-hour of ICU stay), an ``ICULOS`` hour repeated within one file, and a ``SepsisLabel`` other
-than 0 or 1. These are errors and not exclusions because none occurs in the official files,
-so each one means a damaged or edited file whose other rows cannot be trusted either.
+Malformed files raise TardiffInputError naming the archive, member, line and value. These
+are errors and not exclusions because none occurs in the official files, so each one means
+a damaged or edited file whose other rows cannot be trusted either:
+
+- a wrong header or a wrong number of fields;
+- a value that is not a number or ``NaN``, or an infinite value;
+- an ``ICULOS`` that is missing, fractional or below 1 (hour 1 is the first ICU hour);
+- an ``ICULOS`` hour repeated within one file;
+- a ``SepsisLabel`` other than 0 or 1.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TASKS = ("sepsis",)
-# The 8 vital signs and 26 laboratory values, in file order; the reader emits these as observations.
+# The 8 vital signs and 26 laboratory values in file order: the columns emitted as observations.
 VARIABLES = (
     "HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2",
     "BaseExcess", "HCO3", "FiO2", "pH", "PaCO2", "SaO2", "AST", "BUN", "Alkalinephos", "Calcium", "Chloride",
@@ -101,16 +104,16 @@ def read_physionet2019(
 ) -> RawCohort:
     """Read the stays of every training set in ``data_dir`` and label each by sepsis during the stay.
 
-    Stays are excluded and counted in this order: ``min_stay_hours`` drops stays whose last
-    ICU hour (the largest ``ICULOS``) is below it; the remaining hours after discharge stay
-    unobserved and are filled later by the shared fill rule. ``exclude_positive_in_window``
-    drops stays with ``SepsisLabel`` 1 in ICU hours 1 to ``hours``. Stays without any
-    observation of the 34 time-series variables are dropped last.
+    Stays are excluded and counted in this order. ``min_stay_hours`` drops stays whose last
+    ICU hour (the largest ``ICULOS``) is below it. A kept stay shorter than the window has
+    unobserved hours after discharge, which the shared fill rule fills later.
+    ``exclude_positive_in_window`` drops stays with ``SepsisLabel`` 1 in ICU hours 1 to
+    ``hours``. Stays without any observation of the 34 time-series variables go last.
 
     ``max_stays`` keeps the first N stays by record id among the archives read. Archives are
     read in set and part order, and reading stops after the archive that brings the count
     to N, so a small ``max_stays`` touches only the first chunk.
-    NOTE: these are the N lowest ids of all archives only when each archive holds higher ids
+    NOTE: these are the N lowest ids of all archives only when each archive contains higher ids
     than the one before, as the official chunks of training set B do.
 
     Returns observations of the 34 time-series VARIABLES (minute per TIME_RULE), one
@@ -247,8 +250,8 @@ def _empty_table() -> pl.DataFrame:
 def _parse_members(archive: Path, members: list[tuple[int, str, bytes]]) -> pl.DataFrame:
     """Parse the member texts of one archive with one ``read_csv`` call and check every row.
 
-    Returns record_id, line (the line number inside the member, header is line 1) and the
-    41 columns as Float64, with nulls where a file has ``NaN``.
+    Returns record_id, line (the line number inside the member, where the header is line 1)
+    and the 41 columns as Float64, with nulls where a file has ``NaN``.
     """
     pieces = []
     fields_per_line = len(COLUMNS) - 1
@@ -287,6 +290,8 @@ def _parse_members(archive: Path, members: list[tuple[int, str, bytes]]) -> pl.D
             _raise_first_bad_line(archive, name, text)
         raise CorruptFileError(f"{archive}: records cannot be parsed ({exc}); {REDOWNLOAD_HINT}") from exc
 
+    # Other spellings of NaN ("nan") parse as floating-point NaN, and they mean missing as "NaN" does.
+    table = table.fill_nan(None)
     table = table.with_columns((pl.int_range(pl.len()).over("record_id") + 2).cast(pl.Int64).alias("line"))
     _check_rows(archive, table, {record_id: name for record_id, name, _ in members})
     return table.select("record_id", "line", *COLUMNS)
@@ -310,7 +315,8 @@ def _check_rows(archive: Path, table: pl.DataFrame, names: dict[int, str]) -> No
     bad_hour = table.filter(hour.is_null() | (hour < 1) | (hour != hour.floor()))
     if bad_hour.height:
         row = bad_hour.row(0, named=True)
-        fail(row, f"ICULOS is {row['ICULOS']}", "ICULOS numbers the hours of ICU stay as whole numbers from 1")
+        value = "NaN" if row["ICULOS"] is None else row["ICULOS"]
+        fail(row, f"ICULOS is {value}", "ICULOS numbers the hours of ICU stay as whole numbers from 1")
 
     label = pl.col("SepsisLabel")
     bad_label = table.filter(label.is_null() | ~label.is_in([0.0, 1.0]))
@@ -335,16 +341,12 @@ def _raise_first_bad_line(archive: Path, name: str, text: bytes) -> None:
         if len(fields) != len(COLUMNS):
             problem = f"{len(fields)} pipe-separated fields instead of {len(COLUMNS)}"
         else:
-            bad = next(
-                ((column, value) for column, value in zip(COLUMNS, fields)
-                 if value != "NaN" and not _NUMBER_REGEX.match(value)),
-                None,
-            )  # fmt: skip
-            if bad is None:
+            bad = [(c, v) for c, v in zip(COLUMNS, fields, strict=True) if v != "NaN" and not _NUMBER_REGEX.match(v)]
+            if not bad:
                 continue
-            problem = f"{bad[0]} is {bad[1]!r}, not a number or NaN"
+            problem = f"{bad[0][0]} is {bad[0][1]!r}, not a number or NaN"
         raise TardiffInputError(
-            f"{archive}: member {name}, line {line_number}: {problem}. Each line holds {len(COLUMNS)} numbers "
+            f"{archive}: member {name}, line {line_number}: {problem}. Each line must contain {len(COLUMNS)} numbers "
             f"separated by '|', with NaN for a missing value; fix or delete the line, or {REDOWNLOAD_HINT}"
         )
 

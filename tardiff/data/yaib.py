@@ -12,26 +12,26 @@ Labels by ``data.task``:
 - ``mortality24``: ``outc.parquet`` has one 0/1 label per stay (ICU mortality after the
   first 24 hours).
 - ``los``: ``outc.parquet`` has one row per stay and hour with the remaining length of stay
-  in hours (YAIB caps it at 168). The stay length is the window end plus the remaining
+  in hours (capped at 168 in YAIB's eICU demo cohort). The stay length is the window end plus the remaining
   length of stay at the first label row at or after the window end, and the label is 1
   when it exceeds ``data.los_threshold_hours``. Stays that end before the window ends have
   no such row and are excluded and counted.
-- ``aki``: one 0/1 label per stay and hour; the stay is positive when any hour is 1.
-  YAIB's hourly label turns 1 twelve hours before acute kidney injury onset, and its
-  hourly rows end at onset. ``data.exclude_positive_in_window`` drops stays with a 1 in
-  the window.
+- ``aki``: one 0/1 label per stay and hour, and the stay is positive when any hour is 1.
+  In YAIB's eICU demo cohort a label that turns 1 stays 1, and the stay's rows end 6 to
+  12 hours later. ``data.exclude_positive_in_window`` drops stays with a 1 in the window.
 
 Checks and what they do:
 
-- Errors (TardiffInputError naming the file, column, value and fix): a missing file or
-  column, a non-numeric variable column, a ``time`` that is not a duration or is null, an
-  infinite value, a repeated (stay_id, time) row, a null or invalid label, a channel source
-  that ``dyn.parquet`` lacks. These mean a damaged or mismatched export.
-- Counted exclusions, logged: rows with a negative time (data charted before ICU
-  admission, which ricu can export but the window never uses), stays with data but no
-  label and stays with labels but no data (the two files of a cohort disagree only when a
-  cohort was filtered after export, and the stays on both sides are still valid), and the
-  task rules above.
+- Errors (TardiffInputError naming the file, column, value and fix) mean a damaged or
+  mismatched export. They are raised for a missing file or column, a non-numeric variable
+  column and a ``time`` that is not a duration or is null. They are also raised for an
+  infinite value, a repeated (stay_id, time) row, a null or invalid label, and a channel
+  source that ``dyn.parquet`` lacks.
+- Counted exclusions, logged: rows with a negative time are dropped, because they were
+  charted before ICU admission (ricu can export such rows) and the window never uses
+  them. Stays with data but no label, and stays with labels but no data, are dropped.
+  Each such stay is valid on its own, so it is dropped instead of rejecting the cohort.
+  The task rules above exclude further stays.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ DYN_FILE = "dyn.parquet"
 OUTCOME_FILE = "outc.parquet"
 ID_COLUMN = "stay_id"
 TIME_COLUMN = "time"
-# A YAIB cohort folder is <root>/<task>/<database>; its checksum file sits in <root>.
+# A YAIB cohort folder is <root>/<task>/<database>, and its checksum file is in <root>.
 CHECKSUM_SEARCH_DEPTH = 2
 REEXPORT_HINT = "re-export the cohort with YAIB or restore the original file"
 
@@ -76,12 +76,15 @@ def read_yaib(
 ) -> RawCohort:
     """Read one YAIB cohort folder and build one binary label per stay for ``task`` (module docstring).
 
-    ``required_variables`` are the dyn columns the configured channels use; a missing one
-    raises. ``max_stays`` keeps the first N stays by stay id among those with both data and
-    labels. Stays are then excluded and counted in this order: ``min_stay_hours`` (a stay's
-    length is the time of its last hourly label row for los and aki, and of its last dyn
-    row for mortality24), stays ending before the window ends (los), stays positive in the
-    window (aki with ``exclude_positive_in_window``) and stays without any observation.
+    ``required_variables`` are the dyn columns that the configured channels use, and a
+    missing one raises. ``max_stays`` keeps the first N stays by stay id among those with both data and
+    labels. Stays are then excluded and counted in this order:
+
+    1. ``min_stay_hours``: a stay's length is the time of its last hourly label row for los
+       and aki, and of its last dyn row for mortality24.
+    2. Stays ending before the window ends (los).
+    3. Stays positive in the window (aki with ``exclude_positive_in_window``).
+    4. Stays without any observation.
 
     Returns observations of every dyn variable, the labels and the counts.
     """
@@ -154,7 +157,7 @@ def _find_input_files(cohort_dir: Path) -> tuple[Path, Path]:
     missing = [path.name for path in paths if not path.is_file()]
     if missing:
         raise MissingDataError(
-            f"YAIB files missing from {cohort_dir}: {', '.join(missing)} not found. A YAIB cohort folder holds "
+            f"YAIB files missing from {cohort_dir}: {', '.join(missing)} not found. A YAIB cohort folder contains "
             f"{DYN_FILE} (hourly variables) and {OUTCOME_FILE} (labels); check data.dir or {REEXPORT_HINT}"
         )
     return paths
@@ -173,15 +176,17 @@ def _read_parquet(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise CorruptFileError(f"{path} cannot be read as Parquet ({type(exc).__name__}: {exc}); {REEXPORT_HINT}") from exc
+        raise CorruptFileError(
+            f"{path} cannot be read as Parquet ({type(exc).__name__}: {exc}); {REEXPORT_HINT}"
+        ) from exc
 
 
-def _require_columns(frame: pl.DataFrame, path: Path, columns: tuple[str, ...], what: str) -> None:
+def _require_columns(frame: pl.DataFrame, path: Path, columns: tuple[str, ...], expectation: str) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise TardiffInputError(
             f"{path} lacks column(s) {missing} (it has {frame.columns[:8]}{'...' if frame.width > 8 else ''}); "
-            f"{what}. Check data.dir or {REEXPORT_HINT}"
+            f"{expectation}. Check data.dir or {REEXPORT_HINT}"
         )
 
 
@@ -294,8 +299,9 @@ def _read_outcomes(path: Path, task: str, counts: dict[str, Any]) -> pl.DataFram
     if invalid.height:
         row = invalid.row(0, named=True)
         rule = "a remaining length of stay in hours, not negative" if task == "los" else "0 or 1"
+        value = "null" if row["label"] is None else row["label"]
         raise TardiffInputError(
-            f"{path}: label is {row['label']} for {ID_COLUMN} {row['record_id']} ({invalid.height} invalid row(s)); "
+            f"{path}: label is {value} for {ID_COLUMN} {row['record_id']} ({invalid.height} invalid row(s)); "
             f"task {task} needs {rule} in every row, so {REEXPORT_HINT}"
         )
     counts["label_rows"] = frame.height
@@ -374,7 +380,7 @@ def _label_los(
     """Label a stay 1 when window end + remaining length of stay there exceeds ``threshold_hours``.
 
     The remaining length of stay is read at the first label row at or after the window end.
-    YAIB caps the remaining length of stay; ``cap`` is the largest value in the whole label
+    YAIB caps the remaining length of stay, and ``cap`` is the largest value in the whole label
     file. A capped value leaves the label undecided when window end + cap does not exceed
     the threshold, and that raises.
     """
