@@ -89,12 +89,14 @@ def first_stay(parsed, condition) -> int:
 def test_max_stays_reads_first_chunk_only(raw_chunk, members):
     assert raw_chunk.counts["archives_read"] == [PART1]
     assert raw_chunk.counts["records_read"] == CHUNK
+    assert raw_chunk.counts["stays_read"] == CHUNK
     assert raw_chunk.counts["rows_read"] == sum(text.count(b"\n") - 1 for text in members.values())
 
 
 def test_max_stays_keeps_lowest_ids(p19_dir: Path, members):
     raw = read_physionet2019(p19_dir, HOURS, 40, 0.0, False, False)
     assert raw.outcomes["record_id"].to_list() == sorted(members)[:40]
+    assert raw.counts["stays_read"] == 40
     assert raw.counts["archives_read"] == [PART1]
 
 
@@ -218,15 +220,35 @@ def test_stay_without_observations_excluded(members, tmp_path: Path):
     assert raw.outcomes["record_id"].to_list() == [record_id]
 
 
+def test_header_only_file_excluded(members, tmp_path: Path):
+    record_id, text = next(iter(members.items()))
+    header = text.split(b"\n", 1)[0] + b"\n"
+    write_archive(tmp_path, {record_id: text, 100999: header})
+
+    raw = read_physionet2019(tmp_path, HOURS, None, 0.0, False, False)
+
+    assert raw.counts["stays_read"] == 2
+    assert raw.counts["records_without_rows_ids"] == [100999]
+    assert raw.outcomes["record_id"].to_list() == [record_id]
+
+
 def test_registered_reader_uses_cohort_params(p19_dir: Path):
     data = load_params(REPO / "params.yaml", cohort="physionet2019_sepsis").data
     data = dataclasses.replace(data, dir=str(p19_dir), max_stays=300)
     raw = read_cohort(data)
     assert raw.counts["min_stay_hours"] == 24
     assert raw.counts["exclude_positive_in_window"] is True
-    assert raw.outcomes.height == 300 - raw.counts["stays_shorter_than_min_stay_hours"] - raw.counts[
-        "stays_excluded_positive_in_window"
-    ] - raw.counts["stays_without_observations"]
+    excluded = sum(
+        raw.counts[key]
+        for key in (
+            "records_without_rows",
+            "stays_shorter_than_min_stay_hours",
+            "stays_excluded_positive_in_window",
+            "stays_without_observations",
+        )
+    )
+    assert raw.counts["stays_read"] == 300
+    assert raw.outcomes.height == 300 - excluded
 
     with pytest.raises(TardiffInputError, match="data.task is 'mortality'"):
         read_cohort(dataclasses.replace(data, task="mortality"))

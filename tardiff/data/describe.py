@@ -38,6 +38,7 @@ STAY_EXCLUSIONS = (
     "stays_without_labels",
     "stays_without_data",
     "records_without_time_series",
+    "records_without_rows",
     "stays_shorter_than_min_stay_hours",
     "stays_ending_in_window",
     "stays_excluded_positive_in_window",

@@ -104,7 +104,8 @@ def read_physionet2019(
 ) -> RawCohort:
     """Read the stays of every training set in ``data_dir`` and label each by sepsis during the stay.
 
-    Stays are excluded and counted in this order. ``min_stay_hours`` drops stays whose last
+    Stays are excluded and counted in this order. Files with a header and no rows go
+    first. ``min_stay_hours`` then drops stays whose last
     ICU hour (the largest ``ICULOS``) is below it. A kept stay shorter than the window has
     unobserved hours after discharge, which the shared fill rule fills later.
     ``exclude_positive_in_window`` drops stays with ``SepsisLabel`` 1 in ICU hours 1 to
@@ -159,11 +160,16 @@ def read_physionet2019(
         if members:
             tables.append(_parse_members(archive, members))
 
+    read_ids = sorted(seen)[:max_stays] if max_stays is not None else sorted(seen)
     table = pl.concat(tables) if tables else _empty_table()
-    if max_stays is not None:
-        kept_ids = table["record_id"].unique().sort().head(max_stays)
-        table = table.filter(pl.col("record_id").is_in(kept_ids.implode()))
+    table = table.filter(pl.col("record_id").is_in(read_ids))
+    counts["stays_read"] = len(read_ids)
     counts["rows_read"] = table.height
+    without_rows = sorted(set(read_ids) - set(table["record_id"].unique().to_list()))
+    counts["records_without_rows"] = len(without_rows)
+    counts["records_without_rows_ids"] = without_rows
+    if without_rows:
+        logger.info("excluded %d record(s) with a header but no rows: %s", len(without_rows), without_rows[:10])
     stays = _label_stays(table, hours)
     counts["records_first_row_after_hour_1"] = int((stays["first_hour"] > 1).sum())
     stays = _apply_exclusions(stays, min_stay_hours, exclude_positive_in_window, hours, counts)

@@ -323,15 +323,13 @@ def _match_stays(
     counts["stays_without_data"] = without_data.len()
     counts["stays_without_data_ids"] = without_data.head(20).to_list()
     if without_labels.len():
-        logger.warning(
-            "excluded %d stay(s) of %s without a label in %s (first: %s)",
-            without_labels.len(), dyn_path, outcome_path, without_labels.head(5).to_list(),
-        )  # fmt: skip
+        first = without_labels.head(5).to_list()
+        logger.warning("excluded %d stay(s) of %s without a label in %s (first: %s)", without_labels.len(),
+                       dyn_path, outcome_path, first)
     if without_data.len():
-        logger.warning(
-            "excluded %d stay(s) of %s without rows in %s (first: %s)",
-            without_data.len(), outcome_path, dyn_path, without_data.head(5).to_list(),
-        )  # fmt: skip
+        first = without_data.head(5).to_list()
+        logger.warning("excluded %d stay(s) of %s without rows in %s (first: %s)", without_data.len(),
+                       outcome_path, dyn_path, first)
     both = dyn_ids.filter(dyn_ids.is_in(label_ids.implode())).sort()
     return pl.DataFrame({"record_id": both})
 
