@@ -275,7 +275,7 @@ def set_field(text: bytes, line_number: int, column: str, value: str) -> bytes:
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (lambda t: replace_line(t, 1, b"HR|O2Sat", b"HR|SpO2"), r"line 1: header is 'HR\|SpO2"),
+        (lambda t: replace_line(t, 1, b"HR|O2Sat", b"HR|SpO2"), r"line 1: header starts 'HR\|SpO2"),
         (lambda t: set_field(t, 3, "HR", "ninety"), r"line 3: HR is 'ninety', not a number or NaN"),
         (lambda t: set_field(t, 4, "Temp", "37,2"), r"line 4: Temp is '37,2', not a number or NaN"),
         (lambda t: replace_line(t, 3, b"|", b"||"), r"line 3: 42 pipe-separated fields instead of 41"),

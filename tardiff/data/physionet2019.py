@@ -267,7 +267,7 @@ def _parse_members(archive: Path, members: list[tuple[int, str, bytes]]) -> pl.D
         header, _, body = text.partition(b"\n")
         if header.strip() != HEADER:
             raise TardiffInputError(
-                f"{archive}: member {name}, line 1: header is {header[:80].decode(errors='replace')!r}..., "
+                f"{archive}: member {name}, line 1: header starts {header[:80].decode(errors='replace')!r}, "
                 f"expected the 41 PhysioNet 2019 column names {HEADER[:40].decode()}...|ICULOS|SepsisLabel; "
                 f"fix the header or {REDOWNLOAD_HINT}"
             )
