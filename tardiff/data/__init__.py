@@ -19,7 +19,9 @@ from tardiff.data.normalise import (
     normaliser_from_dict,
 )
 from tardiff.data.physionet2012 import RawPhysionet2012, read_physionet2012
+from tardiff.data.physionet2019 import read_physionet2019
 from tardiff.data.sources import RawCohort, read_cohort, reader_names
+from tardiff.data.yaib import read_yaib
 
 __all__ = [
     "FILL_RULE",
@@ -39,6 +41,8 @@ __all__ = [
     "preprocess_physionet2012",
     "read_cohort",
     "read_physionet2012",
+    "read_physionet2019",
+    "read_yaib",
     "reader_names",
     "save_prepared",
 ]

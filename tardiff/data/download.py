@@ -19,7 +19,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from tardiff.data.physionet2012 import SETS, parse_checksum_text, sha256_of
+from tardiff.data.checksums import parse_checksum_text, sha256_of
+from tardiff.data.physionet2012 import SETS
 from tardiff.errors import CorruptFileError, TardiffInputError
 from tardiff.io import atomic_path
 

@@ -11,7 +11,6 @@ parsed by a single ``polars.read_csv`` call.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import re
 import tarfile
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from tardiff.data.checksums import read_checksums, verify_if_listed
 from tardiff.data.sources import RawCohort, register_reader
 from tardiff.errors import CorruptFileError, MissingDataError, TardiffInputError
 
@@ -39,7 +39,7 @@ HEADER = b"Time,Parameter,Value"
 MISSING_MARKER = -1.0
 UPSTREAM_PAGE = "https://physionet.org/content/challenge-2012/1.0.0/"
 DOWNLOAD_COMMAND = "python -m tardiff.data.download --dest DIR"
-CHECKSUM_FILES = ("SHA256SUMS", "SHA256SUMS.txt")
+REDOWNLOAD_HINT = f"delete it and download it again with `{DOWNLOAD_COMMAND}`"
 
 _TIME_PATTERN = r"^(\d+):([0-5]\d)$"
 _TIME_REGEX = re.compile(_TIME_PATTERN)
@@ -83,51 +83,6 @@ def find_archives(data_dir: Path, set_name: str) -> list[Path]:
             logger.warning("using the chunks of set %s in %s and ignoring %s", set_name, data_dir, whole.name)
         return [path for _, path in sorted(parts)]
     return [whole] if whole.is_file() else []
-
-
-def read_checksums(data_dir: Path) -> tuple[Path, dict[str, str]] | None:
-    """Parse ``SHA256SUMS`` (or upstream's ``SHA256SUMS.txt``) into file name -> hex digest, or None when absent."""
-    for name in CHECKSUM_FILES:
-        path = data_dir / name
-        if path.is_file():
-            return path, parse_checksum_text(path.read_text(), path)
-    return None
-
-
-def parse_checksum_text(text: str, source: Path | str) -> dict[str, str]:
-    """Parse ``sha256sum`` output (``<hex>  <name>`` per line) into name -> lower-case hex digest."""
-    sums: dict[str, str] = {}
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
-            raise CorruptFileError(
-                f"checksum file {source}, line {line_number}: expected '<sha256 hex>  <file name>', got {line!r}; "
-                f"restore the file or re-download it with `{DOWNLOAD_COMMAND}`"
-            )
-        name = parts[1].strip().lstrip("*")
-        sums[Path(name).name if name.startswith("./") else name] = parts[0].lower()
-    return sums
-
-
-def sha256_of(path: Path) -> str:
-    """Compute the SHA-256 hex digest of a file, reading it in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_file(path: Path, expected: str, source: Path | str) -> None:
-    """Raise CorruptFileError when the SHA-256 digest of ``path`` differs from ``expected``."""
-    actual = sha256_of(path)
-    if actual != expected.lower():
-        raise CorruptFileError(
-            f"checksum mismatch for {path}: expected sha256 {expected} (from {source}), got {actual}. "
-            f"The file is corrupt or was replaced; delete it and download it again with `{DOWNLOAD_COMMAND}`"
-        )
 
 
 def read_outcomes(path: Path) -> pl.DataFrame:
@@ -196,7 +151,7 @@ def read_physionet2012(
 
     started = time.perf_counter()
     archives = _find_input_files(data_dir, sets)
-    checksums = read_checksums(data_dir) if verify_checksums else None
+    checksums = read_checksums(data_dir, REDOWNLOAD_HINT) if verify_checksums else None
     counts: dict[str, Any] = {
         "sets": list(sets),
         "max_stays": max_stays,
@@ -215,7 +170,7 @@ def read_physionet2012(
     outcomes_by_set = {}
     for set_name in sets:
         path = data_dir / f"Outcomes-{set_name}.txt"
-        _verify_if_listed(path, checksums, counts)
+        verify_if_listed(path, checksums, counts, REDOWNLOAD_HINT)
         outcomes_by_set[set_name] = read_outcomes(path)
     all_outcomes = pl.concat(list(outcomes_by_set.values())).sort("record_id")
     duplicated = all_outcomes.filter(pl.col("record_id").is_duplicated())["record_id"].unique()
@@ -236,7 +191,7 @@ def read_physionet2012(
         for archive in archives[set_name]:
             if requested_here <= found_ids:
                 break
-            _verify_if_listed(archive, checksums, counts)
+            verify_if_listed(archive, checksums, counts, REDOWNLOAD_HINT)
             members = _read_archive_members(archive, set_ids, requested_here, found_ids, data_dir, set_name)
             counts["archives_read"].append(archive.name)
             if members:
@@ -286,19 +241,6 @@ def _find_input_files(data_dir: Path, sets: tuple[str, ...]) -> dict[str, list[P
     if missing:
         raise MissingDataError(missing_data_message(data_dir, missing))
     return archives
-
-
-def _verify_if_listed(path: Path, checksums: tuple[Path, dict[str, str]] | None, counts: dict[str, Any]) -> None:
-    if checksums is None:
-        return
-    source, sums = checksums
-    expected = sums.get(path.name)
-    if expected is None:
-        logger.warning("%s is not listed in %s, so its checksum is not verified", path.name, source)
-        counts["files_unverified"].append(path.name)
-        return
-    verify_file(path, expected, source)
-    counts["files_verified"].append(path.name)
 
 
 def _read_archive_members(
