@@ -171,3 +171,20 @@ def test_misuse_raises(grid):
         empty = mask.copy()
         empty[..., 0] = False
         ZScoreNormaliser().fit(values, empty)
+
+
+def test_misspelt_channel_source_is_named_with_close_matches():
+    import polars as pl
+
+    from tardiff.config import ChannelSpec
+
+    observations = pl.DataFrame(
+        {"record_id": [1, 1, 2], "minute": [0, 60, 30], "parameter": ["HR", "Temp", "HR"], "value": [80.0, 37.0, 90.0]},
+        schema={"record_id": pl.Int64, "minute": pl.Int32, "parameter": pl.Utf8, "value": pl.Float64},
+    )
+    channels = (
+        ChannelSpec("HR", ("HR",), "bpm", 1, 300),
+        ChannelSpec("Temp", ("Tmp",), "degC", 20, 45),
+    )
+    with pytest.raises(TardiffInputError, match=r"channel Temp: none of its sources \['Tmp'\].*close names.*'Temp'"):
+        build_hourly_grid(observations, channels, hours=4)

@@ -12,6 +12,7 @@ The steps, in order:
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ def build_hourly_grid(
             "is_sum": pl.Boolean,
         },
     )
+    _check_sources_exist(observations, channels)
     end_minute = hours * 60
     stays_in = observations["record_id"].n_unique()
     in_window = observations.filter((pl.col("minute") >= 0) & (pl.col("minute") < end_minute))
@@ -188,6 +190,21 @@ def build_hourly_grid(
         "cells_from_secondary_source": from_secondary,
     }
     return values, mask, record_ids, counts
+
+
+def _check_sources_exist(observations: pl.DataFrame, channels: tuple[ChannelSpec, ...]) -> None:
+    """Raise when no source variable of a channel occurs in the data at all: a misspelt name, not missing data."""
+    if observations.height == 0:
+        return
+    present = set(observations["parameter"].unique().to_list())
+    for channel in channels:
+        if present.isdisjoint(channel.sources):
+            close = sorted({m for source in channel.sources for m in difflib.get_close_matches(source, present, n=3)})
+            hint = f"; close names in the data: {close}" if close else ""
+            raise TardiffInputError(
+                f"channel {channel.name}: none of its sources {list(channel.sources)} is a variable of the data "
+                f"({len(present)} variables read){hint}. Fix data.channels[].sources in params.yaml"
+            )
 
 
 def observation_density(
