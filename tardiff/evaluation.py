@@ -41,6 +41,7 @@ from tardiff.metrics import (
     ranking_metrics,
     stratified_bootstrap_indices,
 )
+from tardiff.training import binary_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,17 @@ def score_predictions(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[st
     """Return AUROC, AUPRC and the F1 of class 1 at ``threshold`` for labels ``y`` and scores ``p (n,)``."""
     auroc, auprc = ranking_metrics(y, p)
     return {"auroc": float(auroc[0]), "auprc": float(auprc[0]), "f1": float(f1_at_threshold(y, p, threshold)[0])}
+
+
+def train_and_test(
+    train: LabelledSeries, test: LabelledSeries, config: EvaluateConfig, seed: int, device: torch.device, desc: str,
+    evaluator: str = "gru",
+) -> dict[str, float]:
+    """Train a fresh evaluator (the GRU by default) on ``train`` and return its AUROC and AUPRC on ``test``."""
+    model = fit_evaluator(evaluator, train.x, train.y, config, seed, device)
+    metrics = binary_metrics(test.y, model.predict_proba(test.x))
+    logger.info("%s (%s, seed %d): auroc=%.4f auprc=%.4f", desc, evaluator, seed, metrics["auroc"], metrics["auprc"])
+    return metrics
 
 
 def _check_series(data: LabelledSeries, what: str, shape: tuple[int, ...] | None = None) -> None:

@@ -61,7 +61,7 @@ def test_first_run_executes_all_stages(pipeline_project):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in log, stage
     summary = json.loads((root / "metrics/evaluate.json").read_text())
-    assert set(summary) == {"real", "guided", "unguided"}
+    assert set(summary["results"]["gru"]) == {"real", "guided", "unguided"}
     assert (root / "dvc.lock").is_file()
 
 
@@ -83,7 +83,10 @@ def test_each_execution_is_one_parent_with_six_children(pipeline_project):
     assert all(run.data.tags.get("tardiff.cached") is None for run in first)
     assert sorted(run.data.tags["tardiff.stage"] for run in second) == sorted(STAGES)
     assert all(run.data.tags.get("tardiff.cached") == "true" for run in second)
-    assert parents[0].data.metrics["guided/tstr/auroc_mean"] == parents[1].data.metrics["guided/tstr/auroc_mean"]
+    assert (
+        parents[0].data.metrics["results/gru/guided/tstr/auroc_mean"]
+        == parents[1].data.metrics["results/gru/guided/tstr/auroc_mean"]
+    )
 
 
 def test_mlflow_holds_artifacts(pipeline_project):
