@@ -5,7 +5,7 @@ Run from a project root whose preprocess outputs exist::
     python -m benchmarks.evaluator_fit_time [--series 2000] [--evaluators gru timesnet gbt logreg] [--threads 2]
 
 Each evaluator is fitted once (seed 0) on the first ``--series`` stays of the
-real training split with the ``evaluate`` settings of ``params.yaml``; the time
+real training split with the ``evaluate`` settings of ``params.yaml``. The time
 includes predicting the validation and test splits. The test AUROC is printed
 as a check that the fit learned something.
 """

@@ -133,7 +133,7 @@ class EvaluateConfig:
     lr: float = 1e-3
     batch_size: int = 256
     epochs: int = 10
-    # timesnet: tardiff.timesnet; the defaults are sized for a CPU, and the paper profile holds the paper's values
+    # timesnet: tardiff.timesnet. The defaults are sized for a CPU; the paper profile sets the authors' values
     timesnet_d_model: int = 16
     timesnet_d_ff: int = 16
     timesnet_top_k: int = 2
@@ -273,7 +273,7 @@ def _section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
         if isinstance(values[key], tuple):
             invalid = [item for item in values[key] if item not in allowed]
             if invalid:
-                raise ConfigError(f"{where} is {list(values[key])}; {invalid} invalid, choose from {list(allowed)}")
+                raise ConfigError(f"{where} is {list(values[key])}; invalid: {invalid}; choose from {list(allowed)}")
         elif values[key] not in allowed:
             raise ConfigError(f"{where} is {values[key]!r}; choose one of {list(allowed)}")
     return cls(**values)

@@ -178,7 +178,7 @@ def evaluate_sources(
     """Run every protocol for every evaluator and seed; returns the fits with their predictions.
 
     ``real_val`` only sets each fit's F1 threshold. The TSRTR subsample of a source
-    depends on the seed alone, so every evaluator sees the same mixed training sets.
+    depends on the seed alone, so every evaluator is trained on the same mixed training sets.
     """
     _check_series(real_train, "real training split")
     shape = real_train.x.shape[1:]
@@ -283,7 +283,7 @@ def summarise(result: EvaluationResult, replicates: int, seed: int, baseline: st
 
     Returns ``{"results": {evaluator: {source: {"trtr"|"tstr": leaf, "tsrtr": {"alpha=0.2": leaf, ...},
     "tsrtr_best": leaf}}}, "paired": {evaluator: {"<source>_vs_<baseline>": {"tstr": leaf, "tsrtr": {...}}}},
-    "bootstrap": {...}}``. A leaf holds ``<metric>_mean``, ``_std``, ``_lo``, ``_hi`` for AUROC, AUPRC
+    "bootstrap": {...}}``. A leaf contains ``<metric>_mean``, ``_std``, ``_lo``, ``_hi`` for AUROC, AUPRC
     and F1, and ``n_seeds``. ``tsrtr_best`` is the alpha with the highest mean AUPRC; it is chosen on
     the test split, so it is optimistic. ``paired`` is empty when ``baseline`` is not a source.
     """

@@ -16,7 +16,7 @@ CONFIDENCE = 0.95
 
 
 def check_binary(y: np.ndarray, p: np.ndarray | None = None, what: str = "labels") -> None:
-    """Raise TardiffInputError unless ``y`` holds 0/1 labels of both classes and ``p`` finite scores of its shape."""
+    """Raise TardiffInputError unless ``y`` contains 0/1 labels of both classes and ``p`` finite scores of its shape."""
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] == 0:
         raise TardiffInputError(f"{what} must be a non-empty 1-D array, got shape {y.shape}")

@@ -4,10 +4,11 @@ Wu H., Hu T., Liu Y., Zhou H., Wang J., Long M. "TimesNet: Temporal 2D-Variation
 Modeling for General Time Series Analysis", ICLR 2023.
 
 The model embeds each time step, then stacks TimesBlocks. A TimesBlock finds the
-``top_k`` dominant periods of its input with an FFT, folds the 1-D series into a
-2-D grid per period (rows are cycles, columns are phases within a cycle), applies
-an Inception block of 2-D convolutions, unfolds the result and sums the ``top_k``
-branches with softmax weights of their spectral amplitudes, plus a residual.
+``top_k`` dominant periods of its input with an FFT. For each period it folds the
+1-D series into a 2-D grid (rows are cycles, columns are phases within a cycle),
+applies an Inception block of 2-D convolutions and unfolds the result. The
+``top_k`` branches are summed with softmax weights of their spectral amplitudes,
+plus a residual.
 The classification head follows the paper's classification setting: GELU,
 dropout, flatten over time and a linear layer.
 

@@ -48,7 +48,7 @@ def one_thread():
     """Run torch and scikit-learn on one thread.
 
     These models are so small that on a busy CPU the threads spend most of their
-    time waiting for each other; one thread makes the tests several times faster.
+    time waiting for each other. One thread makes the tests several times faster.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
