@@ -126,16 +126,41 @@ class GenerateConfig:
     use_ema: bool = True
 
 
+EVALUATOR_NAMES = ("gru", "timesnet", "gbt", "logreg")  # the keys of tardiff.evaluators.EVALUATORS
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
-    seeds: tuple[int, ...] = (0, 1, 2)
+    evaluators: tuple[str, ...] = ("gru", "timesnet", "gbt")  # downstream models, each run on every protocol
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     alphas: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    bootstrap_replicates: int = 1000  # resamples of the real test split behind each 95% interval
+    bootstrap_seed: int = 0
+    paired_baseline: str = "unguided"  # every other synthetic source is compared with this one, seed by seed
+    # gru: the bidirectional GRU of tardiff.classifier
     hidden_size: int = 64
     num_layers: int = 2
     dropout: float = 0.2
     lr: float = 1e-3
     batch_size: int = 256
     epochs: int = 10
+    # timesnet: tardiff.timesnet. The defaults are sized for a CPU; the paper profile sets the authors' values
+    timesnet_d_model: int = 16
+    timesnet_d_ff: int = 16
+    timesnet_top_k: int = 2
+    timesnet_num_kernels: int = 2
+    timesnet_e_layers: int = 2
+    timesnet_dropout: float = 0.1
+    timesnet_lr: float = 1e-3
+    timesnet_batch_size: int = 128
+    timesnet_epochs: int = 5
+    # gbt: scikit-learn's HistGradientBoostingClassifier on per-channel summary features
+    gbt_max_iter: int = 200
+    gbt_learning_rate: float = 0.1
+    gbt_max_leaf_nodes: int = 31
+    gbt_max_features: float = 1.0  # fraction of features per split; below 1 the seed changes the fit
+    # logreg: L2-penalised logistic regression on the same standardised features
+    logreg_c: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +188,7 @@ _CHOICES = {
     ("generate", "gradient_at"): ("pred_x0", "x_t"),
     ("generate", "guidance_gradient"): ("double_backward", "finite_difference"),
     ("generate", "score"): ("auto", "dot", "cos", "logit"),
+    ("evaluate", "evaluators"): EVALUATOR_NAMES,
     (None, "device"): ("auto", "cpu", "cuda"),
 }
 
@@ -255,7 +281,13 @@ def _section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
         where = f"{section}.{key} in {source}"
         values[key] = _coerce(value, hints[key], where)
         allowed = _CHOICES.get((section, key))
-        if allowed is not None and values[key] not in allowed:
+        if allowed is None:
+            continue
+        if isinstance(values[key], tuple):
+            invalid = [item for item in values[key] if item not in allowed]
+            if invalid:
+                raise ConfigError(f"{where} is {list(values[key])}; invalid: {invalid}; choose from {list(allowed)}")
+        elif values[key] not in allowed:
             raise ConfigError(f"{where} is {values[key]!r}; choose one of {list(allowed)}")
     return cls(**values)
 
@@ -374,6 +406,18 @@ def _check_consistency(params: Params, source: str) -> None:
         "evaluate.hidden_size": params.evaluate.hidden_size, "evaluate.num_layers": params.evaluate.num_layers,
         "evaluate.batch_size": params.evaluate.batch_size, "evaluate.epochs": params.evaluate.epochs,
         "evaluate.lr": params.evaluate.lr, "data.hours": data.hours,
+        "evaluate.bootstrap_replicates": params.evaluate.bootstrap_replicates,
+        "evaluate.timesnet_d_model": params.evaluate.timesnet_d_model,
+        "evaluate.timesnet_d_ff": params.evaluate.timesnet_d_ff,
+        "evaluate.timesnet_top_k": params.evaluate.timesnet_top_k,
+        "evaluate.timesnet_num_kernels": params.evaluate.timesnet_num_kernels,
+        "evaluate.timesnet_e_layers": params.evaluate.timesnet_e_layers,
+        "evaluate.timesnet_lr": params.evaluate.timesnet_lr,
+        "evaluate.timesnet_batch_size": params.evaluate.timesnet_batch_size,
+        "evaluate.timesnet_epochs": params.evaluate.timesnet_epochs,
+        "evaluate.gbt_max_iter": params.evaluate.gbt_max_iter,
+        "evaluate.gbt_learning_rate": params.evaluate.gbt_learning_rate,
+        "evaluate.logreg_c": params.evaluate.logreg_c,
     }
 
     for key, value in positive.items():
@@ -390,15 +434,41 @@ def _check_consistency(params: Params, source: str) -> None:
                 f"(base_channels x channel_mult = {params.diffusion.base_channels * mult})"
             )
 
-    if not params.evaluate.seeds:
-        raise ConfigError(f"evaluate.seeds in {source} is empty; list at least one seed")
-    if not all(0 < alpha <= 1 for alpha in params.evaluate.alphas):
-        raise ConfigError(
-            f"evaluate.alphas in {source} is {list(params.evaluate.alphas)}; each must be in (0, 1], "
-            "because the synthetic set is as large as the real training split"
-        )
+    _check_evaluate(params, source)
     if params.generate.sampling_steps > params.diffusion.timesteps:
         raise ConfigError(f"generate.sampling_steps must not exceed diffusion.timesteps in {source}")
+
+
+def _check_evaluate(params: Params, source: str) -> None:
+    config = params.evaluate
+    if not config.seeds:
+        raise ConfigError(f"evaluate.seeds in {source} is empty; list at least one seed")
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError(f"evaluate.seeds in {source} is {list(config.seeds)}; list each seed once")
+    if not config.evaluators:
+        raise ConfigError(f"evaluate.evaluators in {source} is empty; choose from {list(EVALUATOR_NAMES)}")
+    if len(set(config.evaluators)) != len(config.evaluators):
+        raise ConfigError(f"evaluate.evaluators in {source} is {list(config.evaluators)}; list each evaluator once")
+    if not all(0 < alpha <= 1 for alpha in config.alphas):
+        raise ConfigError(
+            f"evaluate.alphas in {source} is {list(config.alphas)}; each must be in (0, 1], "
+            "because the synthetic set is as large as the real training split"
+        )
+    if config.paired_baseline == "real":
+        raise ConfigError(
+            f"evaluate.paired_baseline in {source} is 'real', which has TRTR only; name a synthetic source such as "
+            "'unguided'"
+        )
+    if config.timesnet_top_k > params.data.hours // 2:
+        raise ConfigError(
+            f"evaluate.timesnet_top_k={config.timesnet_top_k} in {source} exceeds data.hours // 2 = "
+            f"{params.data.hours // 2}, the number of non-zero FFT frequencies; lower it"
+        )
+    for key in ("dropout", "timesnet_dropout"):
+        if not 0 <= getattr(config, key) < 1:
+            raise ConfigError(f"evaluate.{key} in {source} is {getattr(config, key)}; it must be in [0, 1)")
+    if not 0 < config.gbt_max_features <= 1:
+        raise ConfigError(f"evaluate.gbt_max_features in {source} is {config.gbt_max_features}; it must be in (0, 1]")
 
 
 def read_params_file(path: str | Path = "params.yaml") -> dict:

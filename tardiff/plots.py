@@ -1,4 +1,4 @@
-"""Figures of real versus synthetic series."""
+"""Figures of real versus synthetic series and of the downstream evaluation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # files only; no display is needed or assumed
 
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 
 def plot_trajectories(
@@ -42,6 +43,69 @@ def plot_trajectories(
             ax.tick_params(labelsize=7)
             if row == len(labels) - 1:
                 ax.set_xlabel("hour", fontsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_roc_pr(y_true: np.ndarray, scores: dict[str, dict[str, np.ndarray]], path: str, note: str = "") -> None:
+    """Plot ROC and precision-recall curves: one row per evaluator, one curve per label of ``scores[evaluator]``.
+
+    ``scores`` maps evaluator to ``{curve label: predicted probability of class 1 (n,)}``
+    on the test labels ``y_true (n,)``. ``note`` is appended to the first row's titles.
+    """
+    fig, axes = plt.subplots(len(scores), 2, figsize=(9, 3.8 * len(scores)), squeeze=False)
+    prevalence = float(np.mean(y_true))
+    for row, (evaluator, curves) in enumerate(scores.items()):
+        roc_ax, pr_ax = axes[row]
+        for label, p in curves.items():
+            fpr, tpr, _ = roc_curve(y_true, p)
+            precision, recall, _ = precision_recall_curve(y_true, p)
+            roc_ax.plot(fpr, tpr, linewidth=1.3, label=f"{label} ({roc_auc_score(y_true, p):.3f})")
+            pr_ax.step(recall, precision, where="post", linewidth=1.3,
+                       label=f"{label} ({average_precision_score(y_true, p):.3f})")
+        roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        pr_ax.axhline(prevalence, color="grey", linestyle=":", linewidth=1)
+        suffix = f", {note}" if note and row == 0 else ""
+        roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{evaluator}: ROC (AUROC){suffix}")
+        pr_ax.set(xlabel="recall", ylabel="precision", title=f"{evaluator}: precision-recall (AUPRC){suffix}")
+        for ax in (roc_ax, pr_ax):
+            ax.legend(fontsize=7)
+            ax.title.set_fontsize(9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_metric_over_alpha(results: dict, metrics: dict[str, str], path: str) -> None:
+    """Plot each TSRTR metric over alpha, mean with its 95% interval per source; TRTR as a horizontal band.
+
+    ``results`` is the ``"results"`` part of :func:`tardiff.evaluation.summarise`;
+    ``metrics`` maps metric keys to axis labels. One row per evaluator, one column per metric.
+    """
+    fig, axes = plt.subplots(len(results), len(metrics), figsize=(3.6 * len(metrics), 3.0 * len(results)),
+                             squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, (evaluator, sources) in enumerate(results.items()):
+        for col, (metric, label) in enumerate(metrics.items()):
+            ax = axes[row, col]
+            for (source, entry), colour in zip(sources.items(), colours):
+                if "trtr" in entry:
+                    leaf = entry["trtr"]
+                    ax.axhline(leaf[f"{metric}_mean"], color=colour, linestyle="--", linewidth=1, label=f"{source} TRTR")
+                    ax.axhspan(leaf[f"{metric}_lo"], leaf[f"{metric}_hi"], color=colour, alpha=0.1)
+                if "tsrtr" not in entry:
+                    continue
+                alphas = [float(key.split("=")[1]) for key in entry["tsrtr"]]
+                leaves = list(entry["tsrtr"].values())
+                ax.plot(alphas, [leaf[f"{metric}_mean"] for leaf in leaves], marker="o", markersize=3,
+                        color=colour, linewidth=1.3, label=source)
+                ax.fill_between(alphas, [leaf[f"{metric}_lo"] for leaf in leaves],
+                                [leaf[f"{metric}_hi"] for leaf in leaves], color=colour, alpha=0.15)
+            ax.set_title(f"{evaluator}: TSRTR {label}", fontsize=9)
+            ax.set_xlabel("alpha (synthetic / real training size)", fontsize=8)
+            ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")

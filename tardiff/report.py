@@ -1,8 +1,9 @@
 """The cross-cohort results table: TSTR and TSRTR of guided, unguided and real-only data on every cohort.
 
 Input is each cohort's evaluation summary (``metrics/<cohort>/evaluate.json``, as written
-by :func:`tardiff.evaluation.summarise`). Output is a paper-style markdown table per metric
-(one row per cohort) and a figure with one panel per metric.
+by :func:`tardiff.evaluation.summarise`: ``results -> evaluator -> source -> protocol``).
+Output is a paper-style markdown table per evaluator and metric (one row per cohort) and
+a figure with a row of panels per evaluator.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-METRICS = ("auroc", "auprc")
-METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC"}
+METRICS = ("auroc", "auprc", "f1")
+METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "f1": "F1 (class 1)"}
 
 
 @dataclass(frozen=True)
@@ -38,69 +39,90 @@ COLUMNS = (
 )
 
 
-def _leaf(summary: dict, column: Column) -> dict | None:
-    return (summary.get(column.source) or {}).get(column.protocol)
+def _leaf(summary: dict, evaluator: str, column: Column) -> dict | None:
+    return ((summary.get("results") or {}).get(evaluator, {}).get(column.source) or {}).get(column.protocol)
+
+
+def evaluators_of(summaries: dict[str, dict | None]) -> list[str]:
+    """Return the evaluators found in any summary, in their first order of appearance."""
+    found: list[str] = []
+    for summary in summaries.values():
+        for name in (summary or {}).get("results", {}):
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def _cell(leaf: dict | None, metric: str, column: Column) -> tuple[str, int | None]:
+    if leaf is None or f"{metric}_mean" not in leaf:
+        return "-", None
+    text = f"{leaf[f'{metric}_mean']:.3f} ± {leaf[f'{metric}_std']:.3f}"
+    if f"{metric}_lo" in leaf:
+        text += f" [{leaf[f'{metric}_lo']:.3f}, {leaf[f'{metric}_hi']:.3f}]"
+    if column.protocol == "tsrtr_best":
+        text += f" (α={leaf['alpha']:g})"
+    return text, int(leaf["n_seeds"])
 
 
 def results_tables(summaries: dict[str, dict | None], cohort_info: dict[str, dict] | None = None) -> str:
-    """Render one markdown table per metric: a row per cohort, a column per source and protocol.
+    """Render a markdown table per evaluator and metric: a row per cohort, a column per source and protocol.
 
     ``summaries`` maps the cohort name to its evaluation summary, or to None when the
-    cohort has not been evaluated yet (its row says so). Cells are "mean ± std" over the
-    evaluator seeds; TSRTR cells name the best alpha (highest mean AUPRC on the test split,
-    so they are optimistic, as in the paper). ``cohort_info`` adds the dataset and task.
+    cohort has not been evaluated yet (its row says so). Cells are "mean ± std [95%
+    bootstrap interval]" over the evaluator seeds; TSRTR cells name the best alpha (highest
+    mean AUPRC on the test split, so they are optimistic, as in the paper).
+    ``cohort_info`` adds the dataset and task.
     """
     cohort_info = cohort_info or {}
     parts = []
-    for metric in METRICS:
-        header = ["cohort", "dataset / task", *(column.label for column in COLUMNS), "seeds"]
-        lines = [f"### {METRIC_LABELS[metric]}", "", "| " + " | ".join(header) + " |",
-                 "|" + "---|" * len(header)]
-        for cohort, summary in summaries.items():
-            info = cohort_info.get(cohort, {})
-            described = " / ".join(str(v) for v in (info.get("dataset"), info.get("task")) if v) or "-"
-            if summary is None:
-                cells = ["not evaluated yet"] + [""] * (len(COLUMNS) - 1) + [""]
-            else:
-                cells, seeds = [], set()
-                for column in COLUMNS:
-                    leaf = _leaf(summary, column)
-                    if leaf is None:
-                        cells.append("-")
-                        continue
-                    text = f"{leaf[f'{metric}_mean']:.3f} ± {leaf[f'{metric}_std']:.3f}"
-                    if column.protocol == "tsrtr_best":
-                        text += f" (α={leaf['alpha']:g})"
-                    cells.append(text)
-                    seeds.add(int(leaf["n_seeds"]))
-                cells.append(",".join(str(s) for s in sorted(seeds)))
-            lines.append("| " + " | ".join([cohort, described, *cells]) + " |")
-        parts.append("\n".join(lines))
+    for evaluator in evaluators_of(summaries) or ["(none)"]:
+        for metric in METRICS:
+            header = ["cohort", "dataset / task", *(column.label for column in COLUMNS), "seeds"]
+            lines = [f"### {evaluator}: {METRIC_LABELS[metric]}", "", "| " + " | ".join(header) + " |",
+                     "|" + "---|" * len(header)]
+            for cohort, summary in summaries.items():
+                info = cohort_info.get(cohort, {})
+                described = " / ".join(str(v) for v in (info.get("dataset"), info.get("task")) if v) or "-"
+                if summary is None:
+                    cells = ["not evaluated yet"] + [""] * len(COLUMNS)
+                else:
+                    cells, seeds = [], set()
+                    for column in COLUMNS:
+                        text, n_seeds = _cell(_leaf(summary, evaluator, column), metric, column)
+                        cells.append(text)
+                        if n_seeds is not None:
+                            seeds.add(n_seeds)
+                    cells.append(",".join(str(s) for s in sorted(seeds)))
+                lines.append("| " + " | ".join([cohort, described, *cells]) + " |")
+            parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
 def plot_results(summaries: dict[str, dict | None], path: str) -> None:
-    """Draw grouped bars (mean with std error bars) per cohort, one panel per metric; cohorts without results are left out."""
+    """Draw grouped bars (mean with std error bars) per cohort: a row per evaluator, a panel per metric."""
     cohorts = [name for name, summary in summaries.items() if summary is not None]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(max(6.0, 1.9 * len(cohorts) + 3), 3.6), squeeze=False)
+    evaluators = evaluators_of(summaries) or ["(none)"]
+    fig, axes = plt.subplots(len(evaluators), len(METRICS), figsize=(max(6.0, 1.9 * len(cohorts) + 3) * 1.3,
+                                                                    3.4 * len(evaluators)), squeeze=False)
     width = 0.8 / len(COLUMNS)
     positions = np.arange(len(cohorts))
-    for ax, metric in zip(axes[0], METRICS):
-        for index, column in enumerate(COLUMNS):
-            means, stds = [], []
-            for cohort in cohorts:
-                leaf = _leaf(summaries[cohort], column)
-                means.append(np.nan if leaf is None else leaf[f"{metric}_mean"])
-                stds.append(0.0 if leaf is None else leaf[f"{metric}_std"])
-            ax.bar(positions + (index - (len(COLUMNS) - 1) / 2) * width, means, width, yerr=stds,
-                   label=column.label, capsize=2)
-        ax.set_xticks(positions, cohorts, rotation=20, ha="right")
-        ax.set_ylabel(METRIC_LABELS[metric])
-        ax.set_ylim(0, 1)
-        ax.grid(axis="y", alpha=0.3)
+    for row, evaluator in enumerate(evaluators):
+        for ax, metric in zip(axes[row], METRICS):
+            for index, column in enumerate(COLUMNS):
+                means, stds = [], []
+                for cohort in cohorts:
+                    leaf = _leaf(summaries[cohort], evaluator, column)
+                    means.append(np.nan if leaf is None else leaf.get(f"{metric}_mean", np.nan))
+                    stds.append(0.0 if leaf is None else leaf.get(f"{metric}_std", 0.0))
+                ax.bar(positions + (index - (len(COLUMNS) - 1) / 2) * width, means, width, yerr=stds,
+                       label=column.label, capsize=2)
+            ax.set_xticks(positions, cohorts, rotation=20, ha="right", fontsize=8)
+            ax.set_title(f"{evaluator}: {METRIC_LABELS[metric]}", fontsize=9)
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper left")
     if not cohorts:
         fig.suptitle("no cohort has been evaluated yet")
     fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

@@ -43,8 +43,10 @@ def build_report(params_file: str, root: Path) -> tuple[str, dict]:
     header = (
         "# Downstream results on every cohort\n\n"
         f"Profile: {', '.join(sorted(profiles))}. Real test split of each cohort; mean ± std over the evaluator "
-        "seeds. TSTR trains on synthetic data only; TSRTR adds synthetic data to the real training split, "
-        "reported at the alpha with the best mean AUPRC. Made by `dvc repro` (stage `report`).\n\n"
+        "seeds and the 95% bootstrap interval over test stays. TSTR trains on synthetic data only; TSRTR adds "
+        "synthetic data to the real training split, reported at the alpha with the best mean AUPRC. F1 is that "
+        "of the positive class at the threshold chosen on the validation split. Made by `dvc repro` "
+        "(stage `report`).\n\n"
     )
     return header + results_tables(summaries, info), summaries
 

@@ -62,11 +62,11 @@ def test_first_run_executes_all_stages(pipeline_project):
         assert f"Running stage '{stage}@physionet2012'" in log, stage
     assert "Running stage 'report'" in log
     summary = json.loads((root / "metrics/physionet2012/evaluate.json").read_text())
-    assert set(summary) == {"real", "guided", "unguided"}
+    assert set(summary["results"]["gru"]) == {"real", "guided", "unguided"}
     assert (root / "dvc.lock").is_file()
     report = (root / "reports/results.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| physionet2012 |"))
-    assert f"{summary['guided']['tstr']['auroc_mean']:.3f}" in row
+    assert f"{summary['results']['gru']['guided']['tstr']['auroc_mean']:.3f}" in row
     assert (root / "reports/results.png").stat().st_size > 5_000
 
 
@@ -90,7 +90,7 @@ def test_each_execution_is_one_parent_with_a_child_per_stage(pipeline_project):
     assert sorted(run.data.tags["tardiff.stage"] for run in second) == sorted([*STAGES, REPORT_STAGE])
     assert all(run.data.tags.get("tardiff.cached") == "true" for run in second)
     assert {run.data.tags["dataset"] for run in first if run.data.tags["tardiff.stage"] in STAGES} == {"physionet2012"}
-    key = "physionet2012/guided/tstr/auroc_mean"
+    key = "physionet2012/results/gru/guided/tstr/auroc_mean"
     assert parents[0].data.metrics[key] == parents[1].data.metrics[key]
 
 

@@ -17,16 +17,16 @@ def _leaf(auroc: float, auprc: float, **extra) -> dict:
     return {"auroc_mean": auroc, "auroc_std": 0.01, "auprc_mean": auprc, "auprc_std": 0.02, "n_seeds": 3, **extra}
 
 
-SUMMARY = {
+SUMMARY = {"results": {"gru": {
     "real": {"trtr": _leaf(0.8, 0.4)},
     "guided": {"tstr": _leaf(0.71, 0.31), "tsrtr_best": _leaf(0.79, 0.41, alpha=0.2)},
     "unguided": {"tstr": _leaf(0.77, 0.37), "tsrtr_best": _leaf(0.785, 0.405, alpha=1.0)},
-}
+}}}
 
 
 def test_table_has_one_row_per_cohort_and_marks_missing_ones():
     text = results_tables({"a": SUMMARY, "b": None}, {"a": {"dataset": "physionet2012", "task": ""}})
-    auroc, auprc = text.split("### AUPRC")
+    auroc, auprc = text.split("### gru: AUPRC")
     row = next(line for line in auroc.splitlines() if line.startswith("| a |"))
     assert row.split(" | ")[1:7] == ["physionet2012", "0.800 ± 0.010", "0.770 ± 0.010", "0.710 ± 0.010",
                                      "0.785 ± 0.010 (α=1)", "0.790 ± 0.010 (α=0.2)"]

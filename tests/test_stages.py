@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from tardiff.config import load_params
+from tardiff.evaluation import load_predictions
 from tasks import evaluate, generate, precompute_ihvp, preprocess, train_classifier, train_diffuser
 from tasks.common import INPUT_ERROR_MARKER, INPUT_ERROR_STATUS, cohort_context, run_stage
 from tests.stage_project import tiny_params
@@ -105,16 +106,42 @@ def test_generate_writes_clinical_units(project):
     assert metadata["normaliser"]["kind"] == "zscore"
 
 
-def test_evaluate_reports_every_source_and_protocol(project):
+def test_evaluate_reports_every_evaluator_source_and_protocol(project):
     summary = json.loads((project / "metrics/physionet2012/evaluate.json").read_text())
-    assert set(summary) == {"real", "guided", "unguided"}
-    assert set(summary["real"]) == {"trtr"}
-    for source in ("guided", "unguided"):
-        assert set(summary[source]["tsrtr"]) == {"alpha=0.2", "alpha=1.0"}
-        assert summary[source]["tstr"]["n_seeds"] == 3
+    assert set(summary) == {"results", "paired", "bootstrap"}
+    assert set(summary["results"]) == {"gru", "timesnet", "gbt"}
+    for evaluator, sources in summary["results"].items():
+        assert set(sources) == {"real", "guided", "unguided"}, evaluator
+        assert set(sources["real"]) == {"trtr"}
+        for source in ("guided", "unguided"):
+            assert set(sources[source]["tsrtr"]) == {"alpha=0.2", "alpha=1.0"}
+            leaf = sources[source]["tstr"]
+            assert leaf["n_seeds"] == 2
+            for metric in ("auroc", "auprc", "f1"):
+                assert 0.0 <= leaf[f"{metric}_lo"] <= leaf[f"{metric}_hi"] <= 1.0
+        comparison = summary["paired"][evaluator]["guided_vs_unguided"]
+        assert set(comparison) == {"tstr", "tsrtr"}
+    assert summary["bootstrap"]["replicates"] == 200
+
     rows = pl.read_csv(project / "outputs/physionet2012/evaluate/per_seed.csv")
-    assert rows.height == 3 * (1 + 2 * (1 + 2))
-    assert "TSRTR (best alpha" in (project / "outputs/physionet2012/evaluate/results.md").read_text()
+    assert rows.height == 3 * 2 * (1 + 2 * (1 + 2))
+    assert {"auroc", "auprc", "f1", "threshold"} <= set(rows.columns)
+    results = (project / "outputs/physionet2012/evaluate/results.md").read_text()
+    for heading in ("## gru", "## timesnet", "## gbt"):
+        assert heading in results
+    assert "| guided − unguided | TSTR |" in results
+
+
+def test_evaluate_keeps_predictions_and_plots(project):
+    result = load_predictions(project / "outputs/physionet2012/evaluate/predictions.npz")
+    cohort = _npz(project / "outputs/physionet2012/preprocess/cohort.npz")
+    assert len(result.fits) == 42
+    assert np.array_equal(result.y_test, cohort["test_y"])
+    assert result.fits[0].p_test.shape == cohort["test_y"].shape
+    with np.load(project / "outputs/physionet2012/evaluate/predictions.npz") as arrays:
+        assert np.array_equal(arrays["test_ids"], cohort["test_record_id"])
+    for name in ("curves.png", "tsrtr_alpha.png"):
+        assert (project / "outputs/physionet2012/evaluate" / name).stat().st_size > 10_000
 
 
 def test_every_stage_logged_an_mlflow_run(project):
@@ -123,6 +150,10 @@ def test_every_stage_logged_an_mlflow_run(project):
     assert {"preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "evaluate"} <= stages
     generate_run = next(run for run in runs if run.data.tags.get("tardiff.stage") == "generate")
     assert generate_run.data.params["generate.guidance_scale"] == "0.3"
+    evaluate_run = next(run for run in runs if run.data.tags.get("tardiff.stage") == "evaluate")
+    assert "results/timesnet/guided/tstr/auroc_mean" in evaluate_run.data.metrics
+    plots = {item.path for item in mlflow.MlflowClient().list_artifacts(evaluate_run.info.run_id, "plots")}
+    assert plots == {"plots/curves.png", "plots/tsrtr_alpha.png"}
 
 
 def test_generate_is_reproducible(project):
