@@ -4,8 +4,8 @@ All functions take normalised series ``(n, time, channels)`` as stored by the
 preprocess stage (float32 numpy arrays) and return plain numbers or dicts that
 can be written to JSON as they are.
 
-- :func:`discriminative_score`: ``|accuracy - 0.5|`` of a post-hoc GRU that tells
-  real from synthetic series (0 is best, 0.5 worst).
+- :func:`discriminative_score`: ``|accuracy - 0.5|`` of a post-hoc GRU classifier
+  of real against synthetic series (0 is best, 0.5 worst).
 - :func:`predictive_score`: mean absolute error on real series of a next-step
   GRU predictor trained on synthetic series ("train on synthetic, test on real",
   as in TimeGAN, Yoon et al. 2019). Lower is better; the same predictor trained
@@ -44,8 +44,8 @@ from tardiff.training import predict_proba, seeded_generator, train_classifier
 logger = logging.getLogger(__name__)
 
 LABELS = (0, 1)
-# A series whose values in one channel vary by less than this (normalised units, as a variance)
-# is treated as constant: it has no autocorrelation of its own and adds nothing to the mean.
+# Variance (normalised units squared) below which one channel of one series counts as constant,
+# so that series adds nothing to the channel's mean autocorrelation.
 CONSTANT_VARIANCE = 1e-12
 
 
@@ -117,7 +117,7 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DiscriminativeResult:
-    score: float  # |accuracy - 0.5| on the held-out part: 0 when real and synthetic cannot be told apart
+    score: float  # |accuracy - 0.5| on the held-out part, 0 when the classifier does no better than chance
     accuracy: float
     auroc: float  # of the discriminator's probability that a series is synthetic
     n_train: int  # training series per side (real and synthetic each)
@@ -141,7 +141,7 @@ def discriminative_score(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DiscriminativeResult:
-    """Train a GRU to tell ``real`` from ``synthetic`` series and score it on a held-out part.
+    """Train a GRU classifier of ``real`` against ``synthetic`` series and score it on a held-out part.
 
     Both sets are subsampled to the same size ``min(n_real, n_synthetic, max_samples)``,
     so the held-out part is balanced and chance accuracy is 0.5. The discriminator is the
@@ -259,9 +259,9 @@ def predictive_score(
 ) -> float:
     """Return the next-step MAE on ``test`` of a GRU predictor trained on ``train``.
 
-    With synthetic ``train`` and real ``test`` this is the TimeGAN predictive score;
-    with real training data it is the reference the synthetic score is compared with.
-    Unlike TimeGAN, which predicts one feature from the others, every channel is predicted.
+    With synthetic ``train`` and real ``test`` this is the TimeGAN predictive score. With
+    real training data it is the reference for the synthetic score. TimeGAN predicts one
+    feature from the others, whereas this predictor predicts every channel.
     ``max_samples`` caps the training series (drawn with ``seed``).
     """
     train, test = check_pair(train, test, "train", "test", min_steps=2)
@@ -299,7 +299,7 @@ def mmd_rbf(
     median Euclidean distance between distinct rows of the pooled sample (the median
     heuristic). The estimator is the unbiased one of Gretton et al. (2012, eq. 3): the
     means of the within-set kernels exclude the diagonal. Memory grows with
-    ``max_samples ** 2`` (2000 rows: about 100 MB).
+    ``max_samples ** 2`` (2000 rows: about 300 MB, measured).
     """
     real, synthetic = check_pair(real, synthetic, min_samples=2)
     rng = np.random.default_rng(seed)
@@ -314,6 +314,7 @@ def mmd_rbf(
         upper_a = torch.triu_indices(m, m, offset=1)
         upper_b = torch.triu_indices(n, n, offset=1)
         pooled = torch.cat([d_aa[upper_a[0], upper_a[1]], d_bb[upper_b[0], upper_b[1]], d_ab.reshape(-1)])
+        del upper_a, upper_b
         bandwidth = float(pooled.median())
         if bandwidth <= 0:
             positive = pooled[pooled > 0]
@@ -321,11 +322,13 @@ def mmd_rbf(
                 # Every row of both sets is the same point: the distributions are identical.
                 return MMDResult(0.0, 0.0, m, n)
             bandwidth = float(positive.median())
+        del pooled
     elif not bandwidth > 0:
         raise TardiffInputError(f"bandwidth is {bandwidth}; use a positive kernel width or None for the median heuristic")
 
     def kernel(distances: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-distances.square() / (2 * bandwidth**2))
+        # In place, so the distance matrices turn into kernel matrices without extra copies.
+        return distances.square_().div_(-2 * bandwidth**2).exp_()
 
     k_aa, k_bb = kernel(d_aa), kernel(d_bb)
     within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (m * (m - 1))

@@ -47,8 +47,9 @@ def nearest_distances(
 
     Both inputs are ``(n, time, channels)`` and are compared flattened, in float64, so an
     exact copy yields a distance below about 1e-6. Queries are processed ``chunk_size`` at
-    a time: peak memory is about ``chunk_size * n_references * 8`` bytes (1024 queries
-    against 10,000 references: 80 MB), plus both inputs.
+    a time, so peak memory grows with ``chunk_size * n_references * 8`` bytes. For 1024
+    queries per chunk against 10,000 references of 168 values, the process grew by about
+    150 MB (measured on CPU).
     """
     references, queries = check_pair(references, queries, "references", "queries")
     if chunk_size < 1:

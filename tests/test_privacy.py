@@ -30,7 +30,7 @@ def test_nearest_distances_match_brute_force_across_chunks():
         np.testing.assert_allclose(nearest_distances(queries, references, chunk_size=chunk_size), expected, rtol=1e-10)
 
 
-def test_copied_training_records_have_zero_dcr_and_count_as_copies():
+def test_copies_have_zero_dcr():
     train = draw(200, 1)
     synthetic = np.concatenate([train[:10], draw(90, 2)])
     dcr = nearest_distances(synthetic, train)
