@@ -210,7 +210,8 @@ def report(results: dict[str, dict[str, Any]], params: Params, holdout: Split) -
     return (
         f"# Fidelity and privacy: {params.data.dataset}, profile {params.profile}\n\n"
         f"Real reference: the training split; held-out split: {config.holdout} ({len(holdout)} stays). "
-        f"The row {REFERENCE} scores the held-out split in place of synthetic data. "
+        f"The row {REFERENCE} scores the held-out split in place of synthetic data, except its predictive MAE, "
+        "which comes from the predictor trained on the real training split. "
         "↓ marks metrics where lower means closer to the real data. "
         "Definitions: docs/pipeline.md, section fidelity.\n\n"
         f"{markdown_table(results, SUMMARY_COLUMNS)}\n{holdout_line}"
