@@ -164,6 +164,28 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class FidelityConfig:
+    holdout: str = "test"  # real split of records the generator never saw: "val" or "test"
+    discriminator_hidden_size: int = 32
+    discriminator_num_layers: int = 1
+    discriminator_epochs: int = 8
+    predictor_hidden_size: int = 32
+    predictor_num_layers: int = 1
+    predictor_epochs: int = 5
+    batch_size: int = 256
+    lr: float = 3e-3  # Adam, for both networks
+    test_fraction: float = 0.2  # share of each side held out to score the discriminator
+    max_samples: int = 5000  # series per side for the discriminator and the predictor's training set
+    mmd_max_samples: int = 2000  # rows per set for MMD; memory grows with its square (2000: about 300 MB)
+    acf_max_lag: int = 6  # hours
+    copy_tolerance: float = 1e-3  # RMS difference per cell, normalised units, below which a sample copies a record
+    distance_chunk: int = 1024  # query rows per nearest-neighbour block; memory grows with chunk x n_train x 8 bytes
+    embedding_samples: int = 300  # series per source in the PCA and t-SNE plot
+    tsne_perplexity: float = 30.0
+    seed_offset: int = 5  # added to the top-level seed; preprocess to generate use offsets 0 to 4
+
+
+@dataclass(frozen=True)
 class Params:
     """All stage parameters after the active profile has been merged in."""
 
@@ -177,6 +199,7 @@ class Params:
     ihvp: IhvpConfig = field(default_factory=IhvpConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
 
 _CHOICES = {
@@ -189,6 +212,7 @@ _CHOICES = {
     ("generate", "guidance_gradient"): ("double_backward", "finite_difference"),
     ("generate", "score"): ("auto", "dot", "cos", "logit"),
     ("evaluate", "evaluators"): EVALUATOR_NAMES,
+    ("fidelity", "holdout"): ("val", "test"),
     (None, "device"): ("auto", "cpu", "cuda"),
 }
 
@@ -437,6 +461,37 @@ def _check_consistency(params: Params, source: str) -> None:
     _check_evaluate(params, source)
     if params.generate.sampling_steps > params.diffusion.timesteps:
         raise ConfigError(f"generate.sampling_steps must not exceed diffusion.timesteps in {source}")
+    _check_fidelity(params.fidelity, data.hours, source)
+
+
+def _check_fidelity(config: FidelityConfig, hours: int, source: str) -> None:
+    positive = {
+        "discriminator_hidden_size": config.discriminator_hidden_size,
+        "discriminator_num_layers": config.discriminator_num_layers,
+        "discriminator_epochs": config.discriminator_epochs,
+        "predictor_hidden_size": config.predictor_hidden_size,
+        "predictor_num_layers": config.predictor_num_layers,
+        "predictor_epochs": config.predictor_epochs,
+        "batch_size": config.batch_size, "lr": config.lr, "max_samples": config.max_samples,
+        "distance_chunk": config.distance_chunk, "tsne_perplexity": config.tsne_perplexity,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"fidelity.{key} in {source} is {value}; it must be positive")
+    if config.mmd_max_samples < 2 or config.embedding_samples < 2:
+        raise ConfigError(
+            f"fidelity.mmd_max_samples ({config.mmd_max_samples}) and fidelity.embedding_samples "
+            f"({config.embedding_samples}) in {source} must be at least 2"
+        )
+    if not 0 < config.test_fraction < 1:
+        raise ConfigError(f"fidelity.test_fraction in {source} is {config.test_fraction}; use a fraction in (0, 1)")
+    if not 1 <= config.acf_max_lag < hours:
+        raise ConfigError(
+            f"fidelity.acf_max_lag in {source} is {config.acf_max_lag}; use 1 to {hours - 1}, "
+            f"below the series length data.hours={hours}"
+        )
+    if config.copy_tolerance < 0:
+        raise ConfigError(f"fidelity.copy_tolerance in {source} is {config.copy_tolerance}; it must not be negative")
 
 
 def _check_evaluate(params: Params, source: str) -> None:

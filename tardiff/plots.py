@@ -73,6 +73,38 @@ def plot_roc_pr(y_true: np.ndarray, scores: dict[str, dict[str, np.ndarray]], pa
         for ax in (roc_ax, pr_ax):
             ax.legend(fontsize=7)
             ax.title.set_fontsize(9)
+
+
+CLASS_MARKERS = {0: "o", 1: "^"}
+
+
+def plot_embedding(
+    embeddings: dict[str, np.ndarray],
+    sources: np.ndarray,
+    labels: np.ndarray,
+    path: str,
+) -> None:
+    """Scatter two-dimensional embeddings of pooled real and synthetic series, one panel per method.
+
+    ``embeddings`` maps a method name ("PCA", "t-SNE") to coordinates ``(n, 2)`` of the same
+    ``n`` series. ``sources`` (n,) names each series' source and ``labels`` (n,) its class.
+    Colour shows the source and the marker the class.
+    """
+    names = list(dict.fromkeys(sources.tolist()))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(embeddings), figsize=(5.2 * len(embeddings), 4.6), squeeze=False)
+    for ax, (method, coordinates) in zip(axes[0], embeddings.items()):
+        for index, name in enumerate(names):
+            for label, marker in CLASS_MARKERS.items():
+                chosen = (sources == name) & (labels == label)
+                if chosen.any():
+                    ax.scatter(
+                        coordinates[chosen, 0], coordinates[chosen, 1], s=9, alpha=0.55, marker=marker,
+                        color=colours[index % len(colours)], label=f"{name}, y={label}", linewidths=0,
+                    )
+        ax.set_title(method, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=7, markerscale=1.5, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -106,6 +138,39 @@ def plot_metric_over_alpha(results: dict, metrics: dict[str, str], path: str) ->
             ax.set_title(f"{evaluator}: TSRTR {label}", fontsize=9)
             ax.set_xlabel("alpha (synthetic / real training size)", fontsize=8)
             ax.tick_params(labelsize=7)
+
+
+def plot_marginals(
+    real: np.ndarray,
+    synthetic: dict[str, np.ndarray],
+    channel_names: list[str],
+    units: list[str],
+    path: str,
+    bins: int = 40,
+) -> None:
+    """Overlay per-channel histograms (densities) of all cell values of real and each synthetic source.
+
+    Inputs are ``(n, time, channels)`` in clinical units. The bins span the 0.5th to 99.5th
+    percentile of the pooled values, so a few extreme synthetic values do not squeeze the rest.
+    """
+    n_channels = len(channel_names)
+    columns = min(4, n_channels)
+    rows = -(-n_channels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 2.4 * rows), squeeze=False)
+    sources = {"real": real, **synthetic}
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for channel, ax in enumerate(axes.ravel()):
+        if channel >= n_channels:
+            ax.axis("off")
+            continue
+        pooled = np.concatenate([x[:, :, channel].ravel() for x in sources.values()])
+        low, high = np.percentile(pooled, [0.5, 99.5])
+        edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+        for (name, x), colour in zip(sources.items(), colours):
+            ax.hist(x[:, :, channel].ravel(), bins=edges, density=True, histtype="step", color=colour,
+                    label=name, linewidth=1.2)
+        ax.set_title(f"{channel_names[channel]} ({units[channel]})", fontsize=8)
+        ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")

@@ -20,7 +20,9 @@ from pathlib import Path
 from tardiff.config import Params, load_params
 from tardiff.errors import TardiffInputError
 
-STAGES = ("preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "evaluate")
+STAGES = (
+    "preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "evaluate", "fidelity",
+)
 REPORT_STAGE = "report"  # once over all cohorts, after their stages
 INPUT_ERROR_MARKER = "tardiff: input error:"
 INPUT_ERROR_STATUS = 2

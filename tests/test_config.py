@@ -112,3 +112,26 @@ def test_cohort_name_must_suit_folders_and_stage_names(raw):
     raw["cohorts"]["my@cohort"] = raw["cohorts"]["physionet2012"]
     with pytest.raises(ConfigError, match="letters, digits and underscores"):
         params_from_dict(raw)
+
+
+def test_fidelity_section_is_validated(raw):
+    cases = {
+        ("holdout", "train"): r"fidelity.holdout.*'train'.*'val'",
+        ("acf_max_lag", 24): r"fidelity.acf_max_lag.*24.*below the series length",
+        ("test_fraction", 1.0): "fidelity.test_fraction",
+        ("discriminator_epochs", 0): "fidelity.discriminator_epochs",
+        ("copy_tolerance", -0.1): "fidelity.copy_tolerance",
+    }
+    for (key, value), message in cases.items():
+        changed = yaml.safe_load(yaml.safe_dump(raw))
+        changed["fidelity"][key] = value
+        with pytest.raises(ConfigError, match=message):
+            params_from_dict(changed)
+
+
+def test_tiny_profile_shrinks_fidelity(raw):
+    tiny = params_from_dict(raw, profile="tiny").fidelity
+    cpu = params_from_dict(raw, profile="cpu").fidelity
+    assert tiny.max_samples < cpu.max_samples
+    assert tiny.discriminator_epochs < cpu.discriminator_epochs
+    assert tiny.holdout == cpu.holdout == "test"
