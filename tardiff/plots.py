@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+CLASS_MARKERS = {0: "o", 1: "^"}
+
 
 def plot_trajectories(
     real: tuple[np.ndarray, np.ndarray],
@@ -73,38 +75,6 @@ def plot_roc_pr(y_true: np.ndarray, scores: dict[str, dict[str, np.ndarray]], pa
         for ax in (roc_ax, pr_ax):
             ax.legend(fontsize=7)
             ax.title.set_fontsize(9)
-
-
-CLASS_MARKERS = {0: "o", 1: "^"}
-
-
-def plot_embedding(
-    embeddings: dict[str, np.ndarray],
-    sources: np.ndarray,
-    labels: np.ndarray,
-    path: str,
-) -> None:
-    """Scatter two-dimensional embeddings of pooled real and synthetic series, one panel per method.
-
-    ``embeddings`` maps a method name ("PCA", "t-SNE") to coordinates ``(n, 2)`` of the same
-    ``n`` series. ``sources`` (n,) names each series' source and ``labels`` (n,) its class.
-    Colour shows the source and the marker the class.
-    """
-    names = list(dict.fromkeys(sources.tolist()))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(1, len(embeddings), figsize=(5.2 * len(embeddings), 4.6), squeeze=False)
-    for ax, (method, coordinates) in zip(axes[0], embeddings.items()):
-        for index, name in enumerate(names):
-            for label, marker in CLASS_MARKERS.items():
-                chosen = (sources == name) & (labels == label)
-                if chosen.any():
-                    ax.scatter(
-                        coordinates[chosen, 0], coordinates[chosen, 1], s=9, alpha=0.55, marker=marker,
-                        color=colours[index % len(colours)], label=f"{name}, y={label}", linewidths=0,
-                    )
-        ax.set_title(method, fontsize=9)
-        ax.tick_params(labelsize=7)
-    axes[0, -1].legend(fontsize=7, markerscale=1.5, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -138,6 +108,42 @@ def plot_metric_over_alpha(results: dict, metrics: dict[str, str], path: str) ->
             ax.set_title(f"{evaluator}: TSRTR {label}", fontsize=9)
             ax.set_xlabel("alpha (synthetic / real training size)", fontsize=8)
             ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_embedding(
+    embeddings: dict[str, np.ndarray],
+    sources: np.ndarray,
+    labels: np.ndarray,
+    path: str,
+) -> None:
+    """Scatter two-dimensional embeddings of pooled real and synthetic series, one panel per method.
+
+    ``embeddings`` maps a method name ("PCA", "t-SNE") to coordinates ``(n, 2)`` of the same
+    ``n`` series. ``sources`` (n,) names each series' source and ``labels`` (n,) its class.
+    Colour shows the source and the marker the class.
+    """
+    names = list(dict.fromkeys(sources.tolist()))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(embeddings), figsize=(5.2 * len(embeddings), 4.6), squeeze=False)
+    for ax, (method, coordinates) in zip(axes[0], embeddings.items()):
+        for index, name in enumerate(names):
+            for label, marker in CLASS_MARKERS.items():
+                chosen = (sources == name) & (labels == label)
+                if chosen.any():
+                    ax.scatter(
+                        coordinates[chosen, 0], coordinates[chosen, 1], s=9, alpha=0.55, marker=marker,
+                        color=colours[index % len(colours)], label=f"{name}, y={label}", linewidths=0,
+                    )
+        ax.set_title(method, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=7, markerscale=1.5, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
 
 
 def plot_marginals(
