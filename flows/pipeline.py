@@ -1,4 +1,4 @@
-"""Prefect flow that runs the six DVC stages in order and groups them in MLflow.
+"""Prefect flow that runs the DVC stages in order and groups them in MLflow.
 
 Run it from the project root::
 
@@ -111,7 +111,7 @@ def tardiff_pipeline(project: str = ".", stages: list[str] | None = None, force:
 
     Args:
         project: the project root holding ``dvc.yaml`` and ``params.yaml``.
-        stages: a subset of the six stages, in pipeline order; default all.
+        stages: a subset of the stages in ``tasks.common.STAGES``; they run in pipeline order. Default: all.
         force: re-run the stages even when DVC finds them up to date.
 
     Returns:

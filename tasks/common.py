@@ -18,7 +18,9 @@ from pathlib import Path
 from tardiff.config import Params, load_params
 from tardiff.errors import TardiffInputError
 
-STAGES = ("preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "evaluate")
+STAGES = (
+    "preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "baselines", "evaluate",
+)
 INPUT_ERROR_MARKER = "tardiff: input error:"
 INPUT_ERROR_STATUS = 2
 
