@@ -143,7 +143,7 @@ class TimeVAEConfig:
     reconstruction_weight: float = 3.0
     lr: float = 1e-3
     batch_size: int = 64
-    epochs: int = 20
+    epochs: int = 40
     lr_patience: int = 30  # epochs without improvement before the learning rate halves
     early_stopping_patience: int = 50  # epochs without improvement before training stops
     early_stopping_min_delta: float = 6.25e-4  # per-sample loss improvement that counts
@@ -157,9 +157,9 @@ class TimeGANConfig:
     num_layers: int = 3  # GRU layers of embedder, recovery, generator, discriminator; the supervisor has one fewer
     batch_size: int = 128
     lr: float = 1e-3
-    embedding_iterations: int = 300  # phase 1: embedder and recovery as an autoencoder
-    supervised_iterations: int = 300  # phase 2: supervisor on next-step embeddings
-    joint_iterations: int = 300  # phase 3: adversarial, supervised and moment losses together
+    embedding_iterations: int = 200  # phase 1: embedder and recovery as an autoencoder
+    supervised_iterations: int = 100  # phase 2: supervisor on next-step embeddings
+    joint_iterations: int = 250  # phase 3: adversarial, supervised and moment losses together
     gamma: float = 1.0  # weight of the adversarial terms on the generator's unsupervised embeddings
     discriminator_threshold: float = 0.15  # the discriminator updates only while its loss exceeds this
 

@@ -50,8 +50,8 @@ class InfluenceGuidance:
 class ClassifierGuidance:
     """Classifier guidance (Dhariwal and Nichol, 2021): ascend ``log p(y | x)`` of the guidance classifier.
 
-    Dhariwal and Nichol shift the mean of each reverse step by ``s * Sigma * grad``;
-    here the gradient is added after the DDIM step with the same additive rule as
+    Dhariwal and Nichol shift the mean of each reverse step by ``s * Sigma * grad``.
+    Here the gradient is added after the DDIM step with the same additive rule as
     :class:`InfluenceGuidance`, so a comparison of the two changes only the score.
     """
 
@@ -72,9 +72,9 @@ def log_likelihood_gradient(model: GRUClassifier, x: torch.Tensor, y: torch.Tens
 
     With logit ``f``, ``log p(y | x) = log sigmoid((2y - 1) f(x))``. The summed
     log-probability is separable over samples and the classifier runs without
-    dropout, so each row is that sample's own gradient. It is a first derivative,
-    so the fused ``nn.GRU`` serves; cuDNN is disabled because its GRU has no
-    backward in eval mode, and PyTorch's native CUDA kernel runs instead.
+    dropout, so each row is that sample's own gradient. Only a first derivative
+    is needed, so the fused ``nn.GRU`` serves. cuDNN is disabled because its GRU
+    has no backward in eval mode, and PyTorch's native CUDA kernel runs instead.
     """
     model.eval()
     x_var = x.detach().clone().requires_grad_(True)

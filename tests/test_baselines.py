@@ -175,6 +175,14 @@ def test_requested_label_missing_from_data_is_rejected():
         random_oversample(x, y, {0: 5, 2: 5}, 0)
 
 
+def test_empty_request_is_rejected():
+    x, y = _labelled()
+    with pytest.raises(TardiffInputError, match="request at least one sample"):
+        random_oversample(x, y, {0: 0, 1: 0}, 0)
+    with pytest.raises(TardiffInputError, match="dtype int64"):
+        smote(np.zeros((42, 8, 3), dtype=np.int64), y, COUNTS, 5, 0)
+
+
 def test_smote_needs_more_series_than_neighbours():
     x, y = _labelled(n0=30, n1=4)
     with pytest.raises(TardiffInputError, match="label 1 has 4 real series.*at least 6"):

@@ -31,10 +31,12 @@ def check_training_set(x: np.ndarray, y: np.ndarray) -> None:
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise TardiffInputError(f"baseline labels y have dtype {y.dtype}; pass integer class labels")
-    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum()) if np.issubdtype(x.dtype, np.floating) else "non-float"
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TardiffInputError(f"baseline training series x have dtype {x.dtype}; pass floating-point series")
+    if not np.isfinite(x).all():
         raise TardiffInputError(
-            f"baseline training series x contain {bad} NaN or infinite value(s); fill or drop them before generating"
+            f"baseline training series x contain {int((~np.isfinite(x)).sum())} NaN or infinite value(s); "
+            "fill or drop them before generating"
         )
     labels = np.unique(y)
     if labels.size < 2:
@@ -46,12 +48,15 @@ def check_training_set(x: np.ndarray, y: np.ndarray) -> None:
 
 def check_counts(counts: dict[int, int], y: np.ndarray, min_per_class: int = 1) -> None:
     """Raise :class:`TardiffInputError` unless every requested label has ``min_per_class`` real series."""
-    if not counts:
-        raise TardiffInputError("baseline sample counts are empty; pass counts_per_label(y_train)")
-    present = dict(zip(*np.unique(y, return_counts=True)))
     for label, count in counts.items():
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise TardiffInputError(f"baseline sample count for label {label} is {count!r}; use a count >= 0")
+    if sum(counts.values()) == 0:
+        raise TardiffInputError(
+            f"baseline sample counts are {counts!r}; request at least one sample, e.g. counts_per_label(y_train)"
+        )
+    present = dict(zip(*np.unique(y, return_counts=True)))
+    for label, count in counts.items():
         available = int(present.get(label, 0))
         if count > 0 and available < min_per_class:
             raise TardiffInputError(

@@ -7,10 +7,10 @@ on equal terms:
 - Random oversampling (ROS): each synthetic series of class ``k`` is a copy of
   a real class-``k`` series drawn uniformly with replacement.
 - SMOTE (Chawla et al., 2002): each synthetic series of class ``k`` is
-  ``x_i + lambda (x_j - x_i)`` with ``x_i`` a real class-``k`` series drawn
+  ``x_i + lambda (x_j - x_i)``. Here ``x_i`` is a real class-``k`` series drawn
   uniformly, ``x_j`` one of its ``k_neighbors`` nearest class-``k`` neighbours
-  (Euclidean distance on the flattened ``time x channels`` series) and
-  ``lambda`` uniform in ``[0, 1)``.
+  by Euclidean distance on the flattened ``time x channels`` series, and
+  ``lambda`` is uniform in ``[0, 1)``.
 
 imbalanced-learn appends new samples to the real ones when asked for a larger
 class; asking for ``real + counts[k]`` series per class and keeping only the

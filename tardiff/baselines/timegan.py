@@ -14,13 +14,17 @@ authors' code:
 
 1. autoencoder: ``E`` and ``R`` minimise ``10 sqrt(MSE(x, R(E(x))))``;
 2. supervised: ``S`` minimises ``L_S = MSE(h[:, 1:], S(h)[:, :-1])``;
-3. joint, per iteration: twice a generator step (``G`` and ``S`` minimise
-   ``BCE(D(S(e_hat)), 1) + gamma BCE(D(e_hat), 1) + 100 sqrt(L_S) + 100 L_V``, with
-   ``L_V`` the mean absolute gap between batch standard deviations and batch
-   means of real and synthetic series) each followed by an embedder step
-   (``E`` and ``R`` minimise ``10 sqrt(MSE) + 0.1 L_S``), then one discriminator
-   step on ``BCE(D(h), 1) + BCE(D(S(e_hat)), 0) + gamma BCE(D(e_hat), 0)``, taken
-   only while that loss exceeds ``discriminator_threshold``.
+3. joint: each iteration takes two generator steps, each followed by an
+   embedder step, then one discriminator step.
+
+   - generator step: ``G`` and ``S`` minimise ``BCE(D(S(e_hat)), 1) +
+     gamma BCE(D(e_hat), 1) + 100 sqrt(L_S) + 100 L_V``. ``L_V`` is the mean
+     absolute gap between the batch standard deviations of real and synthetic
+     series plus that between their batch means.
+   - embedder step: ``E`` and ``R`` minimise ``10 sqrt(MSE) + 0.1 L_S``.
+   - discriminator step: ``D`` minimises ``BCE(D(h), 1) + BCE(D(S(e_hat)), 0) +
+     gamma BCE(D(e_hat), 0)``, but only while that loss exceeds
+     ``discriminator_threshold``.
 
 Every update has its own Adam optimiser, as every solver has in the authors'
 code. Their defaults, which the ``paper`` profile sets: hidden size 24, 3 GRU
@@ -237,7 +241,7 @@ def train_timegan(x: np.ndarray, config: TimeGANConfig, seed: int, device: torch
 
 @torch.no_grad()
 def sample_timegan(fit: TimeGANFit, n: int, seq_len: int, seed: int, batch_size: int = 4096) -> np.ndarray:
-    """Return ``n`` series ``R(S(G(z)))`` with uniform noise ``z``, ``(n, seq_len, channels)`` float32, unscaled."""
+    """Return ``n`` series ``R(S(G(z)))`` with uniform noise ``z``: ``(n, seq_len, channels)`` float32 in data units."""
     fit.model.eval()
     device = next(fit.model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
