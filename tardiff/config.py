@@ -137,6 +137,7 @@ class EvaluateConfig:
     bootstrap_replicates: int = 1000  # resamples of the real test split behind each 95% interval
     bootstrap_seed: int = 0
     paired_baseline: str = "unguided"  # every other synthetic source is compared with this one, seed by seed
+    baselines: tuple[str, ...] = ()  # outputs of the baselines stage evaluated beside guided and unguided
     # gru: the bidirectional GRU of tardiff.classifier
     hidden_size: int = 64
     num_layers: int = 2
@@ -185,6 +186,64 @@ class FidelityConfig:
     seed_offset: int = 5  # added to the top-level seed; preprocess to generate use offsets 0 to 4
 
 
+BASELINE_METHODS = ("classifier_guidance", "ros", "smote", "timevae", "timegan")
+
+
+@dataclass(frozen=True)
+class TimeVAEConfig:
+    """TimeVAE (Desai et al., 2021), one model per class; paper values in the ``paper`` profile."""
+
+    latent_dim: int = 8
+    hidden_sizes: tuple[int, ...] = (50, 100, 200)  # filters of the encoder's stride-2 convolutions
+    trend_poly: int = 2  # polynomial trend terms t, t^2, ...; 0 drops the trend block
+    # (num_seasons, steps_per_season) per seasonal block, e.g. [[4, 6]] for four 6-hour seasons in a day.
+    seasons: tuple[tuple[int, ...], ...] = ()
+    use_residual: bool = True  # the convolutional residual block of the decoder
+    reconstruction_weight: float = 3.0
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 40
+    lr_patience: int = 30  # epochs without improvement before the learning rate halves
+    early_stopping_patience: int = 50  # epochs without improvement before training stops
+    early_stopping_min_delta: float = 6.25e-4  # per-sample loss improvement that counts
+
+
+@dataclass(frozen=True)
+class TimeGANConfig:
+    """TimeGAN (Yoon et al., 2019), one model per class; paper values in the ``paper`` profile."""
+
+    hidden_dim: int = 24
+    num_layers: int = 3  # GRU layers of embedder, recovery, generator, discriminator; the supervisor has one fewer
+    batch_size: int = 128
+    lr: float = 1e-3
+    embedding_iterations: int = 200  # phase 1: embedder and recovery as an autoencoder
+    supervised_iterations: int = 100  # phase 2: supervisor on next-step embeddings
+    joint_iterations: int = 250  # phase 3: adversarial, supervised and moment losses together
+    gamma: float = 1.0  # weight of the adversarial terms on the generator's unsupervised embeddings
+    discriminator_threshold: float = 0.15  # the discriminator updates only while its loss exceeds this
+
+
+@dataclass(frozen=True)
+class ClassifierGuidanceConfig:
+    guidance_scale: float = 1.0  # x_{t-1} += guidance_scale * grad_x log p(y | x)
+
+
+@dataclass(frozen=True)
+class SmoteConfig:
+    k_neighbors: int = 5
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """Baseline generators of the baselines stage, each writing a set with the training split's label counts."""
+
+    methods: tuple[str, ...] = BASELINE_METHODS
+    classifier_guidance: ClassifierGuidanceConfig = field(default_factory=ClassifierGuidanceConfig)
+    smote: SmoteConfig = field(default_factory=SmoteConfig)
+    timevae: TimeVAEConfig = field(default_factory=TimeVAEConfig)
+    timegan: TimeGANConfig = field(default_factory=TimeGANConfig)
+
+
 @dataclass(frozen=True)
 class Params:
     """All stage parameters after the active profile has been merged in."""
@@ -200,6 +259,7 @@ class Params:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
 
 
 _CHOICES = {
@@ -214,6 +274,7 @@ _CHOICES = {
     ("evaluate", "evaluators"): EVALUATOR_NAMES,
     ("fidelity", "holdout"): ("val", "test"),
     (None, "device"): ("auto", "cpu", "cuda"),
+    ("baselines", "methods"): BASELINE_METHODS,
 }
 
 
@@ -303,6 +364,9 @@ def _section_from_dict(cls: type, raw: Any, section: str, source: str) -> Any:
     values = {}
     for key, value in raw.items():
         where = f"{section}.{key} in {source}"
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _section_from_dict(hints[key], value, f"{section}.{key}", source)
+            continue
         values[key] = _coerce(value, hints[key], where)
         allowed = _CHOICES.get((section, key))
         if allowed is None:
@@ -462,6 +526,46 @@ def _check_consistency(params: Params, source: str) -> None:
     if params.generate.sampling_steps > params.diffusion.timesteps:
         raise ConfigError(f"generate.sampling_steps must not exceed diffusion.timesteps in {source}")
     _check_fidelity(params.fidelity, data.hours, source)
+    _check_baselines(params.baselines, source)
+
+
+def _check_baselines(config: BaselinesConfig, source: str) -> None:
+    if not config.methods:
+        raise ConfigError(f"baselines.methods in {source} is empty; list at least one of {list(BASELINE_METHODS)}")
+    if len(set(config.methods)) != len(config.methods):
+        raise ConfigError(f"baselines.methods in {source} lists a method twice: {list(config.methods)}")
+    vae, gan = config.timevae, config.timegan
+    positive = {
+        "baselines.smote.k_neighbors": config.smote.k_neighbors,
+        "baselines.timevae.latent_dim": vae.latent_dim, "baselines.timevae.reconstruction_weight": vae.reconstruction_weight,
+        "baselines.timevae.lr": vae.lr, "baselines.timevae.batch_size": vae.batch_size,
+        "baselines.timevae.epochs": vae.epochs, "baselines.timevae.lr_patience": vae.lr_patience,
+        "baselines.timevae.early_stopping_patience": vae.early_stopping_patience,
+        "baselines.timegan.hidden_dim": gan.hidden_dim, "baselines.timegan.batch_size": gan.batch_size,
+        "baselines.timegan.lr": gan.lr, "baselines.timegan.embedding_iterations": gan.embedding_iterations,
+        "baselines.timegan.supervised_iterations": gan.supervised_iterations,
+        "baselines.timegan.joint_iterations": gan.joint_iterations,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} in {source} is {value}; it must be positive")
+    if not vae.hidden_sizes or min(vae.hidden_sizes) <= 0:
+        raise ConfigError(
+            f"baselines.timevae.hidden_sizes in {source} is {list(vae.hidden_sizes)}; list at least one positive width"
+        )
+    if vae.trend_poly < 0:
+        raise ConfigError(f"baselines.timevae.trend_poly in {source} is {vae.trend_poly}; use 0 (no trend) or more")
+    for season in vae.seasons:
+        if len(season) != 2 or min(season) <= 0:
+            raise ConfigError(
+                f"baselines.timevae.seasons in {source} contains {list(season)}; each entry must be two positive "
+                "integers [num_seasons, steps_per_season]"
+            )
+    if gan.num_layers < 2:
+        raise ConfigError(
+            f"baselines.timegan.num_layers in {source} is {gan.num_layers}; TimeGAN needs at least 2 because "
+            "its supervisor has one layer fewer than the other networks"
+        )
 
 
 def _check_fidelity(config: FidelityConfig, hours: int, source: str) -> None:
@@ -508,6 +612,12 @@ def _check_evaluate(params: Params, source: str) -> None:
         raise ConfigError(
             f"evaluate.alphas in {source} is {list(config.alphas)}; each must be in (0, 1], "
             "because the synthetic set is as large as the real training split"
+        )
+    unknown = [name for name in config.baselines if name not in params.baselines.methods]
+    if unknown:
+        raise ConfigError(
+            f"evaluate.baselines in {source} lists {unknown}, which baselines.methods {list(params.baselines.methods)} "
+            "does not generate; add them there or remove them here"
         )
     if config.paired_baseline == "real":
         raise ConfigError(

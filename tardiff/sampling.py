@@ -1,10 +1,14 @@
-"""Influence-guided DDIM sampling.
+"""Guided DDIM sampling: influence guidance (TarDiff) and classifier guidance.
 
 At every reverse step from ``x_t``: predict the noise, form the predicted clean
 sample, take the ordinary DDIM step to ``x_{t_prev}``, then add
 ``guidance_scale * grad score``. The gradient is taken either at the predicted
 clean sample (as the released TarDiff code does, no backpropagation through
 the denoiser) or at ``x_t`` through the denoiser (the TarDiff paper's equation).
+
+The score is the influence score for :class:`InfluenceGuidance` and the
+classifier's ``log p(y | x)`` for :class:`ClassifierGuidance`, so the two differ
+only in what they ascend.
 
 The released code scales the gradient by ``1e-10`` through its update rule, so
 its samples are in effect unguided; here the scale is the explicit
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tardiff.classifier import GRUClassifier
@@ -36,6 +41,50 @@ class InfluenceGuidance:
     gradient_at: str = "pred_x0"  # "pred_x0" or "x_t"
     mode: str = "finite_difference"  # "double_backward" or "finite_difference"
 
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Return ``grad_x score(x_i, y_i)`` per sample for ``x (batch, time, channels)``."""
+        return guidance_gradient(self.classifier, x, y, self.vector, self.score, self.mode)
+
+
+@dataclass
+class ClassifierGuidance:
+    """Classifier guidance (Dhariwal and Nichol, 2021): ascend ``log p(y | x)`` of the guidance classifier.
+
+    Dhariwal and Nichol shift the mean of each reverse step by ``s * Sigma * grad``.
+    Here the gradient is added after the DDIM step with the same additive rule as
+    :class:`InfluenceGuidance`, so a comparison of the two changes only the score.
+    """
+
+    classifier: GRUClassifier
+    guidance_scale: float
+    gradient_at: str = "pred_x0"  # "pred_x0" or "x_t"
+
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Return ``grad_x log p(y_i | x_i)`` per sample for ``x (batch, time, channels)``."""
+        return log_likelihood_gradient(self.classifier, x, y)
+
+
+Guidance = InfluenceGuidance | ClassifierGuidance
+
+
+def log_likelihood_gradient(model: GRUClassifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Return ``grad_x log p(y_i | x_i)`` for every sample, shape ``(batch, time, channels)``.
+
+    With logit ``f``, ``log p(y | x) = log sigmoid((2y - 1) f(x))``. The summed
+    log-probability is separable over samples and the classifier runs without
+    dropout, so each row is that sample's own gradient. Only a first derivative
+    is needed, so the fused ``nn.GRU`` serves. cuDNN is disabled because its GRU
+    has no backward in eval mode, and PyTorch's native CUDA kernel runs instead.
+    """
+    model.eval()
+    x_var = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+        logits = model(x_var)
+        signs = 2.0 * y.to(logits.dtype) - 1.0
+        log_probability = F.logsigmoid(signs * logits).sum()
+        (grad_x,) = torch.autograd.grad(log_probability, x_var)
+    return grad_x
+
 
 @dataclass
 class SamplingStats:
@@ -43,7 +92,7 @@ class SamplingStats:
 
 
 def _guidance_term(
-    guidance: InfluenceGuidance,
+    guidance: Guidance,
     model: UNet1D,
     diffusion: GaussianDiffusion,
     x_t: torch.Tensor,
@@ -54,8 +103,7 @@ def _guidance_term(
     """Return ``grad score`` in the sampler's layout ``(batch, channels, time)``."""
     if guidance.gradient_at == "pred_x0":
         x_classifier = pred_x0.detach().transpose(1, 2)  # (batch, time, channels)
-        grad = guidance_gradient(guidance.classifier, x_classifier, y, guidance.vector, guidance.score, guidance.mode)
-        return grad.transpose(1, 2)
+        return guidance.input_gradient(x_classifier, y).transpose(1, 2)
 
     # Through the denoiser: d score(x0_hat(x_t)) / d x_t = J^T grad score at x0_hat.
     # The U-Net has no batch coupling, so the vector-Jacobian product stays per sample.
@@ -63,9 +111,7 @@ def _guidance_term(
         x_var = x_t.detach().requires_grad_(True)
         eps = model(x_var, t_batch, y)
         x0_var = diffusion.predict_x0(x_var, t_batch, eps)
-        grad_x0 = guidance_gradient(
-            guidance.classifier, x0_var.detach().transpose(1, 2), y, guidance.vector, guidance.score, guidance.mode
-        ).transpose(1, 2)
+        grad_x0 = guidance.input_gradient(x0_var.detach().transpose(1, 2), y).transpose(1, 2)
         (grad_xt,) = torch.autograd.grad(x0_var, x_var, grad_outputs=grad_x0)
     return grad_xt
 
@@ -78,7 +124,7 @@ def sample_batch(
     num_steps: int,
     eta: float,
     generator: torch.Generator,
-    guidance: InfluenceGuidance | None = None,
+    guidance: Guidance | None = None,
 ) -> tuple[torch.Tensor, SamplingStats]:
     """Draw one batch of series for labels ``y (batch,)``; returns ``(batch, time, channels)``.
 
@@ -122,7 +168,7 @@ def generate(
     batch_size: int,
     seed: int,
     device: torch.device,
-    guidance: InfluenceGuidance | None = None,
+    guidance: Guidance | None = None,
     desc: str = "generate",
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Generate ``counts[label]`` series per label, one label per batch.

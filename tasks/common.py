@@ -21,7 +21,8 @@ from tardiff.config import Params, load_params
 from tardiff.errors import TardiffInputError
 
 STAGES = (
-    "preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "evaluate", "fidelity",
+    "preprocess", "train_diffuser", "train_classifier", "precompute_ihvp", "generate", "baselines", "evaluate",
+    "fidelity",
 )
 REPORT_STAGE = "report"  # once over all cohorts, after their stages
 INPUT_ERROR_MARKER = "tardiff: input error:"

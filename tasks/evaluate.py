@@ -1,4 +1,4 @@
-"""Stage 6: TRTR, TSTR and TSRTR of guided, unguided and real data on the real test split, per evaluator."""
+"""Stage 7: TRTR, TSTR and TSRTR of guided, unguided, baseline and real data on the real test split, per evaluator."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ def main(params: Params, root: Path) -> None:
     config = params.evaluate
     cohort = load_prepared(stage_dir("preprocess"))
     synthetic = {}
-    for name in ("guided", "unguided"):
-        arrays = load_npz(stage_dir("generate") / f"{name}.npz", required=("x", "y"), what="synthetic data")
+    files = {name: stage_dir("generate") / f"{name}.npz" for name in ("guided", "unguided")}
+    files.update({name: stage_dir("baselines") / f"{name}.npz" for name in config.baselines})
+    for name, path in files.items():
+        arrays = load_npz(path, required=("x", "y"), what="synthetic data")
         synthetic[name] = LabelledSeries(arrays["x"], arrays["y"])
 
     with tracking.stage_run("evaluate", params, root):
