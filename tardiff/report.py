@@ -69,8 +69,8 @@ def results_tables(summaries: dict[str, dict | None], cohort_info: dict[str, dic
 
     ``summaries`` maps the cohort name to its evaluation summary, or to None when the
     cohort has not been evaluated yet (its row says so). Cells are "mean ± std [95%
-    bootstrap interval]" over the evaluator seeds; TSRTR cells name the best alpha (highest
-    mean AUPRC on the test split, so they are optimistic, as in the paper).
+    bootstrap interval]" over the evaluator seeds. TSRTR cells name the best alpha, the one
+    with the highest mean AUPRC on the test split, so they are optimistic.
     ``cohort_info`` adds the dataset and task.
     """
     cohort_info = cohort_info or {}

@@ -6,8 +6,8 @@ observations and one binary label per stay. Everything after that (hourly grid, 
 fill, normalisation) is shared and lives in :mod:`tardiff.data.cohort`.
 
 The reader of dataset ``name`` is the module ``tardiff/data/<name>.py``, which
-registers it with :func:`register_reader`; the preprocess stage of a cohort depends on
-that module only, plus the shared modules.
+registers it with :func:`register_reader`. So the preprocess stage of a cohort depends
+on that module and the shared modules only.
 
 Reader contract:
 
