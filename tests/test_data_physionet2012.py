@@ -555,14 +555,15 @@ def test_one_class_cohort_raises(data_config: DataConfig):
 
 
 def test_empty_cohort_raises(data_config: DataConfig):
-    spo2 = ChannelSpec("SpO2", ("SpO2",), "%", 50, 100)
-    config = dataclasses.replace(data_config, max_stays=20, channels=(spo2,))
+    # Heart rate exists in every stay, but no value lies in this range, so no stay keeps an observation.
+    impossible = ChannelSpec("HR", ("HR",), "bpm", 1000, 2000)
+    config = dataclasses.replace(data_config, max_stays=20, channels=(impossible,))
     with pytest.raises(TardiffInputError) as info:
         preprocess_physionet2012(config, SEED)
     message = str(info.value)
     assert "is empty" in message
     assert "20 stay(s) read" in message
-    assert "['SpO2']" in message
+    assert "['HR']" in message
     assert data_config.dir in message
 
 
