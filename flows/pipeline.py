@@ -28,7 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import mlflow  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from tardiff.config import cohort_names, load_params, read_params_file  # noqa: E402
+from tardiff.config import cohort_names, params_from_dict, read_params_file  # noqa: E402
 from tardiff.data.physionet2012 import missing_data_message  # noqa: E402
 from tardiff.errors import MissingDataError, TardiffInputError  # noqa: E402
 from tasks import tracking  # noqa: E402
@@ -114,7 +114,7 @@ def _check_data_dir(root: Path, params) -> None:
     data_dir = root / params.data.dir
     if data_dir.exists():
         return
-    # DVC would stop on the missing dependency with a bare "No such file", so say what to fetch.
+    # DVC would stop on the missing dependency with a bare "No such file", so name what to download.
     if params.data.dataset == "physionet2012":
         raise MissingDataError(missing_data_message(data_dir, None))
     raise MissingDataError(
@@ -144,13 +144,14 @@ def tardiff_pipeline(project: str = ".", cohorts: list[str] | None = None, stage
         raise ValueError(f"unknown stage(s) {unknown}; the stages are {[*STAGES, REPORT_STAGE]}")
     root = Path(project).resolve()
     params_file = root / "params.yaml"
-    defined = cohort_names(read_params_file(params_file), str(params_file))
+    raw = read_params_file(params_file)
+    defined = cohort_names(raw, str(params_file))
     chosen = list(dict.fromkeys(cohorts)) if cohorts else defined
     missing = [name for name in chosen if name not in defined]
     if missing:
         raise TardiffInputError(f"cohort(s) {missing} are not defined under 'cohorts' in {params_file}; "
                                 f"defined: {defined}")
-    per_cohort = {name: load_params(params_file, cohort=name) for name in chosen}
+    per_cohort = {name: params_from_dict(raw, str(params_file), cohort=name) for name in chosen}
     if "preprocess" in selected:
         for params in per_cohort.values():
             _check_data_dir(root, params)

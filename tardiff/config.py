@@ -441,8 +441,9 @@ def _merge_cohort(raw: dict, source: str, cohort: str | None) -> dict:
         return raw
     names = cohort_names({"cohorts": cohorts}, source)
     if name is None:
-        raise ConfigError(f"{source} defines cohorts {names} but no 'cohort' key says which one to use; add one")
+        raise ConfigError(f"{source} defines cohorts {names} but no 'cohort' key selects one; add one")
     name = str(name)
+
     if name not in cohorts:
         raise ConfigError(f"cohort {name!r} is not defined under 'cohorts' in {source}; defined: {names}")
     for candidate in names:
@@ -451,6 +452,7 @@ def _merge_cohort(raw: dict, source: str, cohort: str | None) -> dict:
                 f"cohort name {candidate!r} in {source} must use letters, digits and underscores only, because it "
                 "names output folders and DVC stages"
             )
+
     overrides = cohorts[name] or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"cohorts.{name} in {source} must be a mapping of section overrides, got {overrides!r}")
@@ -462,6 +464,7 @@ def _merge_cohort(raw: dict, source: str, cohort: str | None) -> dict:
             f"cohorts.{name} in {source} does not set data.{' and data.'.join(missing)}; every cohort names its "
             "reader and its data folder, which dvc.yaml tracks"
         )
+
     merged = deep_merge(raw, overrides)
     merged["cohort"] = name
     return merged

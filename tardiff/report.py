@@ -68,7 +68,7 @@ def results_tables(summaries: dict[str, dict | None], cohort_info: dict[str, dic
     """Render a markdown table per evaluator and metric: a row per cohort, a column per source and protocol.
 
     ``summaries`` maps the cohort name to its evaluation summary, or to None when the
-    cohort has not been evaluated yet (its row says so). Cells are "mean ± std [95%
+    cohort has not been evaluated yet (its row states that). Cells are "mean ± std [95%
     bootstrap interval]" over the evaluator seeds. TSRTR cells name the best alpha, the one
     with the highest mean AUPRC on the test split, so they are optimistic.
     ``cohort_info`` adds the dataset and task.

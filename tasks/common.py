@@ -54,7 +54,7 @@ def cohort_context(cohort: str) -> Iterator[None]:
 
 
 def active_cohort() -> str:
-    """Return the cohort of the running stage (``cohort`` in params.yaml unless --cohort says otherwise)."""
+    """Return the cohort of the running stage (``cohort`` in params.yaml unless --cohort selects another)."""
     if "cohort" not in _active:
         raise RuntimeError("no cohort is active; stage paths are known only inside run_stage")
     return _active["cohort"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 
-from tardiff.config import cohort_names, load_params, read_params_file
+from tardiff.config import Params, cohort_names, params_from_dict, read_params_file
 from tardiff.errors import CorruptFileError, TardiffInputError
 from tardiff.io import atomic_path, read_json
 from tardiff.report import plot_results, results_tables
@@ -26,14 +26,18 @@ logger = logging.getLogger("tasks.report")
 REPORTS = Path("reports")
 
 
-def build_report(params_file: str, root: Path) -> tuple[str, dict]:
-    """Collect every cohort's evaluation summary; returns the markdown and the summaries by cohort."""
+def build_report(params_file: str, root: Path) -> tuple[str, dict, Params]:
+    """Collect every cohort's evaluation summary.
+
+    Returns the markdown, the summaries by cohort and the parameters of the default
+    cohort, whose tags the report's MLflow run carries.
+    """
     raw = read_params_file(params_file)
     summaries: dict[str, dict | None] = {}
     info: dict[str, dict] = {}
     profiles = set()
     for cohort in cohort_names(raw, params_file):
-        params = load_params(params_file, cohort=cohort)
+        params = params_from_dict(raw, params_file, cohort=cohort)
         profiles.add(params.profile)
         info[cohort] = {"dataset": params.data.dataset, "task": params.data.task}
         path = root / metrics_path("evaluate", cohort)
@@ -48,7 +52,7 @@ def build_report(params_file: str, root: Path) -> tuple[str, dict]:
         "of the positive class at the threshold chosen on the validation split. Made by `dvc repro` "
         "(stage `report`).\n\n"
     )
-    return header + results_tables(summaries, info), summaries
+    return header + results_tables(summaries, info), summaries, params_from_dict(raw, params_file)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,8 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     root = Path.cwd()
     try:
-        markdown, summaries = build_report(args.params, root)
-        params = load_params(args.params)
+        markdown, summaries, params = build_report(args.params, root)
     except TardiffInputError as exc:
         print(f"{INPUT_ERROR_MARKER} {exc}", file=sys.stderr)
         sys.exit(INPUT_ERROR_STATUS)

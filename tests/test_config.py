@@ -91,7 +91,8 @@ def test_cohort_overrides_come_before_the_profile(raw):
     raw["cohorts"]["physionet2012"]["data"]["max_stays"] = 900
     raw["cohorts"]["physionet2012"]["diffusion"] = {"train_steps": 123}
     cpu = params_from_dict(raw, profile="cpu")
-    assert cpu.data.max_stays == 900 and cpu.diffusion.train_steps == 123
+    assert cpu.data.max_stays == 900
+    assert cpu.diffusion.train_steps == 123
     tiny = params_from_dict(raw, profile="tiny")
     assert tiny.data.max_stays == raw["profiles"]["tiny"]["data"]["max_stays"]
     assert tiny.diffusion.train_steps == raw["profiles"]["tiny"]["diffusion"]["train_steps"]

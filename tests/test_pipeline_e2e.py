@@ -80,7 +80,7 @@ def test_second_run_skips_every_stage(pipeline_project):
     assert "up to date" in status.stdout
 
 
-def test_each_execution_is_one_parent_with_a_child_per_stage(pipeline_project):
+def test_parent_run_with_stage_children(pipeline_project):
     _, env, _, _ = pipeline_project
     parents, children = _pipeline_runs(env)
     assert len(parents) == 2

@@ -24,7 +24,7 @@ SUMMARY = {"results": {"gru": {
 }}}
 
 
-def test_table_has_one_row_per_cohort_and_marks_missing_ones():
+def test_table_rows_and_missing_cohorts():
     text = results_tables({"a": SUMMARY, "b": None}, {"a": {"dataset": "physionet2012", "task": ""}})
     auroc, auprc = text.split("### gru: AUPRC")
     row = next(line for line in auroc.splitlines() if line.startswith("| a |"))

@@ -11,10 +11,11 @@ on that module and the shared modules only.
 
 Reader contract:
 
-- ``observations``: columns record_id (Int64), minute (Int32, minutes since the start of
-  the stay's window, so 0 is ICU admission or the window start), parameter (Utf8, the raw
-  variable name that ``data.channels[].sources`` refer to) and value (Float64, in the
-  channel's unit). Rows with a missing value are dropped by the reader and counted.
+- ``observations``: columns record_id (Int64), minute (Int32), parameter (Utf8) and value
+  (Float64). Minute counts from the start of the stay's window, so 0 is ICU admission or
+  the window start. Parameter is the raw variable name that ``data.channels[].sources``
+  refer to, and value is in the channel's unit. The reader drops and counts rows with a
+  missing value.
 - ``outcomes``: record_id (Int64) and label (Int8, 0 or 1), one row per stay that has at
   least one observation.
 - ``counts``: JSON-serialisable counts of everything the reader read, dropped or excluded,
