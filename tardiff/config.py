@@ -138,6 +138,7 @@ class EvaluateConfig:
     bootstrap_seed: int = 0
     paired_baseline: str = "unguided"  # every other synthetic source is compared with this one, seed by seed
     baselines: tuple[str, ...] = ()  # outputs of the baselines stage evaluated beside guided and unguided
+    workers: int = 1  # processes fitting side by side on a CPU, sharing torch's threads; results do not change
     # gru: the bidirectional GRU of tardiff.classifier
     hidden_size: int = 64
     num_layers: int = 2
@@ -607,6 +608,8 @@ def _check_evaluate(params: Params, source: str) -> None:
         raise ConfigError(f"evaluate.seeds in {source} is empty; list at least one seed")
     if len(set(config.seeds)) != len(config.seeds):
         raise ConfigError(f"evaluate.seeds in {source} is {list(config.seeds)}; list each seed once")
+    if config.workers < 1:
+        raise ConfigError(f"evaluate.workers in {source} is {config.workers}; use 1 or more processes")
     if not config.evaluators:
         raise ConfigError(f"evaluate.evaluators in {source} is empty; choose from {list(EVALUATOR_NAMES)}")
     if len(set(config.evaluators)) != len(config.evaluators):

@@ -21,7 +21,9 @@ with replacement within each class. Sources are compared with a baseline source
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +169,95 @@ def _fit(
     return fit
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One fit to run: which evaluator, on which training set, with which seed."""
+
+    evaluator: str
+    source: str
+    protocol: str
+    alpha: float | None
+    seed: int
+    index: np.ndarray | None = None  # TSRTR: rows of the synthetic source added to the real training split
+
+
+def _plan(config: EvaluateConfig, synthetic: dict[str, LabelledSeries], n_real: int) -> list[_Job]:
+    """List every fit in a fixed order. The TSRTR rows of a source depend on the seed alone."""
+    jobs = []
+    for evaluator in config.evaluators:
+        for seed in config.seeds:
+            jobs.append(_Job(evaluator, REAL, "trtr", None, seed))
+            for source, data in synthetic.items():
+                jobs.append(_Job(evaluator, source, "tstr", None, seed))
+                rng = np.random.default_rng(seed)
+                for alpha in config.alphas:
+                    index = stratified_subsample(data.y, round(alpha * n_real), rng)
+                    jobs.append(_Job(evaluator, source, "tsrtr", alpha, seed, index))
+    return jobs
+
+
+def _run_job(
+    job: _Job, real_train: LabelledSeries, real_val: LabelledSeries, real_test: LabelledSeries,
+    synthetic: dict[str, LabelledSeries], config: EvaluateConfig, device: torch.device,
+) -> Fit:
+    if job.protocol == "trtr":
+        train = real_train
+    elif job.protocol == "tstr":
+        train = synthetic[job.source]
+    else:
+        data = synthetic[job.source]
+        train = LabelledSeries(
+            x=np.concatenate([real_train.x, data.x[job.index]]), y=np.concatenate([real_train.y, data.y[job.index]])
+        )
+    return _fit(job.evaluator, job.source, job.protocol, job.alpha, job.seed, train, real_val, real_test, config, device)
+
+
+# Data every fit of a worker process reads, set once by _start_worker so that each job ships only its indices.
+_WORKER_DATA: dict = {}
+
+
+def _start_worker(
+    real_train: LabelledSeries, real_val: LabelledSeries, real_test: LabelledSeries,
+    synthetic: dict[str, LabelledSeries], config: EvaluateConfig, threads: int, log_level: int,
+) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _WORKER_DATA.update(
+        real_train=real_train, real_val=real_val, real_test=real_test, synthetic=synthetic, config=config
+    )
+
+
+def _run_job_in_worker(job: _Job) -> Fit:
+    return _run_job(job, device=torch.device("cpu"), **_WORKER_DATA)
+
+
+def _run_in_workers(
+    jobs: list[_Job], workers: int, real_train: LabelledSeries, real_val: LabelledSeries, real_test: LabelledSeries,
+    synthetic: dict[str, LabelledSeries], config: EvaluateConfig,
+) -> list[Fit]:
+    """Run ``jobs`` in ``workers`` fresh processes on the CPU and return their fits in the order of ``jobs``.
+
+    Every fit seeds its own generators, so a fit gives the same result in any process and order.
+    torch's threads are shared out between the workers, at least one each.
+    """
+    threads = max(1, torch.get_num_threads() // workers)
+    logger.info("fitting %d models in %d processes of %d torch thread(s) each", len(jobs), workers, threads)
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(real_train, real_val, real_test, synthetic, config, threads, logging.getLogger().getEffectiveLevel()),
+    )
+    try:
+        futures = [executor.submit(_run_job_in_worker, job) for job in jobs]
+        fits = [future.result() for future in futures]
+    except BaseException:
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown()
+    return fits
+
+
 def evaluate_sources(
     real_train: LabelledSeries,
     real_val: LabelledSeries,
@@ -179,6 +270,8 @@ def evaluate_sources(
 
     ``real_val`` only sets each fit's F1 threshold. The TSRTR subsample of a source
     depends on the seed alone, so every evaluator is trained on the same mixed training sets.
+    With ``config.workers`` above 1 on a CPU, the fits run in that many processes and
+    give the same results as in one.
     """
     _check_series(real_train, "real training split")
     shape = real_train.x.shape[1:]
@@ -189,20 +282,14 @@ def evaluate_sources(
     for source, data in synthetic.items():
         _check_series(data, f"synthetic source {source!r}", shape)
 
-    fits = []
-    n_real = real_train.y.shape[0]
-    for evaluator in config.evaluators:
-        for seed in config.seeds:
-            fits.append(_fit(evaluator, REAL, "trtr", None, seed, real_train, real_val, real_test, config, device))
-            for source, data in synthetic.items():
-                fits.append(_fit(evaluator, source, "tstr", None, seed, data, real_val, real_test, config, device))
-                rng = np.random.default_rng(seed)
-                for alpha in config.alphas:
-                    index = stratified_subsample(data.y, round(alpha * n_real), rng)
-                    mixed = LabelledSeries(
-                        x=np.concatenate([real_train.x, data.x[index]]), y=np.concatenate([real_train.y, data.y[index]])
-                    )
-                    fits.append(_fit(evaluator, source, "tsrtr", alpha, seed, mixed, real_val, real_test, config, device))
+    jobs = _plan(config, synthetic, real_train.y.shape[0])
+    if config.workers > 1 and device.type == "cpu":
+        fits = _run_in_workers(jobs, config.workers, real_train, real_val, real_test, synthetic, config)
+    else:
+        if config.workers > 1:
+            logger.info("evaluate.workers=%d applies to the CPU only; fitting on %s in this process", config.workers,
+                        device)
+        fits = [_run_job(job, real_train, real_val, real_test, synthetic, config, device) for job in jobs]
     return EvaluationResult(y_val=np.asarray(real_val.y), y_test=np.asarray(real_test.y), fits=fits)
 
 

@@ -1,7 +1,8 @@
-"""Stage 7: fidelity and privacy of every synthetic source in outputs/generate against the real cohort.
+"""Stage 8: fidelity and privacy of every synthetic source against the real cohort.
 
-Each ``*.npz`` file in the generate stage's folder (arrays ``x`` and ``y``) is one source,
-named by its file name. Fidelity compares a source with the real training split, the data
+The sources are each ``*.npz`` file in the generate stage's folder (arrays ``x`` and
+``y``), named by its file name, then the output of every method in
+``baselines.methods`` from the baselines stage. Fidelity compares a source with the real training split, the data
 the generator learned from. Privacy compares distances to the training split with those of
 the held-out split (``fidelity.holdout``). The row ``real_holdout`` scores the held-out
 split as if it were a synthetic source: it shows what a fresh sample of real records
@@ -47,17 +48,35 @@ logger = logging.getLogger("tasks.fidelity")
 REFERENCE = "real_holdout"
 
 
-def load_sources(folder: Path, steps: int, channels: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Load every ``*.npz`` in ``folder`` as ``name -> (x, y)`` and check it against the cohort's shape."""
-    paths = sorted(folder.glob("*.npz"))
-    if not paths:
+def source_paths(params: Params) -> dict[str, Path]:
+    """Return ``source name -> npz path``: every file of the generate stage, then each baseline's output."""
+    generated = sorted(stage_dir("generate").glob("*.npz"))
+    if not generated:
         raise MissingDataError(
-            f"no synthetic data (*.npz) found in {folder}; run the generate stage first "
+            f"no synthetic data (*.npz) found in {stage_dir('generate')}; run the generate stage first "
             "(`dvc repro generate` or `python -m tasks.generate`)"
         )
+    paths = {path.stem: path for path in generated}
+    for method in params.baselines.methods:
+        path = stage_dir("baselines") / f"{method}.npz"
+        if method in paths:
+            raise TardiffInputError(
+                f"{paths[method]} and the baseline {method!r} share a name; rename the file in the generate folder"
+            )
+        if not path.is_file():
+            raise MissingDataError(
+                f"{path} not found, though baselines.methods lists {method!r}; run the baselines stage first "
+                "(`dvc repro baselines` or `python -m tasks.baselines`)"
+            )
+        paths[method] = path
+    return paths
+
+
+def load_sources(paths: dict[str, Path], steps: int, channels: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Load each ``name -> npz path`` as ``name -> (x, y)`` and check it against the cohort's shape."""
     sources = {}
-    for path in paths:
-        if path.stem == REFERENCE:
+    for name, path in paths.items():
+        if name == REFERENCE:
             raise TardiffInputError(f"{path} uses the reserved source name {REFERENCE!r}; rename the file")
         arrays = load_npz(path, required=("x", "y"), what="synthetic data")
         try:
@@ -68,9 +87,9 @@ def load_sources(folder: Path, steps: int, channels: int) -> dict[str, tuple[np.
         if x.shape[1:] != (steps, channels):
             raise CorruptFileError(
                 f"array x of {path} has series of shape {x.shape[1:]} but the prepared cohort has "
-                f"{(steps, channels)} (hours, channels); re-run generate after preprocess"
+                f"{(steps, channels)} (hours, channels); re-run the stage that wrote it after preprocess"
             )
-        sources[path.stem] = (x.astype(np.float32), y)
+        sources[name] = (x.astype(np.float32), y)
     logger.info("synthetic sources: %s", {name: len(x) for name, (x, _) in sources.items()})
     return sources
 
@@ -254,7 +273,7 @@ def main(params: Params, root: Path) -> None:
     device = resolve_device(params.device)
     seed = params.seed + config.seed_offset
     cohort = load_prepared(stage_dir("preprocess"))
-    sources = load_sources(stage_dir("generate"), cohort.train.x.shape[1], cohort.train.x.shape[2])
+    sources = load_sources(source_paths(params), cohort.train.x.shape[1], cohort.train.x.shape[2])
     out = stage_dir("fidelity")
 
     with tracking.stage_run("fidelity", params, root):

@@ -317,6 +317,7 @@ def test_baselines_section_checks_nested_keys_and_values():
         params_from_dict(raw)
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     raw["baselines"]["methods"] = []
+    raw["evaluate"]["baselines"] = []
     with pytest.raises(ConfigError, match="baselines.methods.*empty"):
         params_from_dict(raw)
 

@@ -2,8 +2,9 @@
 
 Running the diffuser, classifier and generation stages first would take minutes, so the
 synthetic sources are built from the prepared cohort instead, and their expected scores
-are known: one source copies training records, the other is white noise with the
-training split's per-channel mean and spread.
+are known. The generate folder holds white noise with the training split's per-channel
+mean and spread. The baselines folder holds the one baseline the parameters list, ``ros``,
+which here copies training records as random oversampling does.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ N_COPIES = 120
 def project(tmp_path_factory, physionet2012_dir):
     """Prepare the cohort, write the two derived sources, run the stage through its command line."""
     root = tmp_path_factory.mktemp("fidelity")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(physionet2012_dir)))
+    raw = tiny_params(physionet2012_dir)
+    raw["profiles"]["tiny"]["baselines"]["methods"] = ["ros"]
+    raw["profiles"]["tiny"]["evaluate"]["baselines"] = ["ros"]
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
     previous = Path.cwd()
     os.chdir(root)
     try:
@@ -39,7 +43,7 @@ def project(tmp_path_factory, physionet2012_dir):
             preprocess.main(load_params("params.yaml"), root)
         cohort = load_prepared(root / "outputs/physionet2012/preprocess")
         train = cohort.train
-        save_npz(root / "outputs/physionet2012/generate/copies.npz", x=train.x[:N_COPIES], y=train.y[:N_COPIES])
+        save_npz(root / "outputs/physionet2012/baselines/ros.npz", x=train.x[:N_COPIES], y=train.y[:N_COPIES])
         rng = np.random.default_rng(0)
         mean, spread = train.x.mean(axis=(0, 1)), train.x.std(axis=(0, 1))
         noise = (mean + spread * rng.standard_normal(train.x.shape)).astype(np.float32)
@@ -56,8 +60,8 @@ def _metrics(project: Path) -> dict:
 
 def test_every_source_and_reference_is_scored(project):
     metrics = _metrics(project)
-    assert list(metrics) == [fidelity.REFERENCE, "copies", "noise"]
-    for name in ("copies", "noise"):
+    assert list(metrics) == [fidelity.REFERENCE, "noise", "ros"]
+    for name in ("ros", "noise"):
         assert set(metrics[name]) >= {"discriminative", "predictive_mae", "mmd", "marginal", "autocorrelation",
                                       "privacy"}
         assert set(metrics[name]["marginal"]["per_channel"]) == {"HR", "SBP", "DBP", "MAP", "Temp", "GCS", "Urine"}
@@ -66,7 +70,7 @@ def test_every_source_and_reference_is_scored(project):
 
 
 def test_copied_records_are_flagged(project):
-    privacy = _metrics(project)["copies"]["privacy"]
+    privacy = _metrics(project)["ros"]["privacy"]
     assert privacy["copies"]["copies"] == N_COPIES
     assert privacy["copies"]["exact_duplicates"] == N_COPIES
     assert privacy["dcr"]["synthetic_median"] < 1e-6
@@ -76,7 +80,7 @@ def test_copied_records_are_flagged(project):
 
 def test_noise_is_farther_from_real_than_copies(project):
     metrics = _metrics(project)
-    copies, noise, reference = metrics["copies"], metrics["noise"], metrics[fidelity.REFERENCE]
+    copies, noise, reference = metrics["ros"], metrics["noise"], metrics[fidelity.REFERENCE]
     assert noise["discriminative"]["score"] > copies["discriminative"]["score"] + 0.15
     assert noise["mmd"]["mmd2"] > copies["mmd"]["mmd2"] + 0.005
     assert noise["marginal"]["wasserstein_mean"] > copies["marginal"]["wasserstein_mean"]
@@ -88,7 +92,7 @@ def test_noise_is_farther_from_real_than_copies(project):
 
 def test_report_and_plots_written(project):
     page = (project / "outputs/physionet2012/fidelity/fidelity.md").read_text()
-    for row in (fidelity.REFERENCE, "copies", "noise"):
+    for row in (fidelity.REFERENCE, "ros", "noise"):
         assert f"| {row} |" in page
     assert "discriminative score" in page
     for name in ("embedding.png", "marginals.png"):
@@ -98,7 +102,7 @@ def test_report_and_plots_written(project):
 def test_stage_logged_an_mlflow_run(project):
     runs = mlflow.search_runs(experiment_names=["tardiff"], output_format="list")
     run = next(run for run in runs if run.data.tags.get("tardiff.stage") == "fidelity")
-    assert run.data.metrics["copies/privacy/copies/exact_duplicates"] == N_COPIES
+    assert run.data.metrics["ros/privacy/copies/exact_duplicates"] == N_COPIES
     assert run.data.params["fidelity.holdout"] == "test"
 
 
@@ -119,10 +123,20 @@ def test_missing_synthetic_data_is_an_input_error(project, tmp_path, capsys):
         assert INPUT_ERROR_MARKER in message
         assert "outputs/physionet2012/generate" in message
 
-        save_npz(tmp_path / "outputs/physionet2012/generate/short.npz", x=np.zeros((5, 12, 7), dtype=np.float32), y=np.zeros(5))
+        save_npz(tmp_path / "outputs/physionet2012/generate/noise.npz", x=np.zeros((5, 24, 7), dtype=np.float32),
+                 y=np.arange(5) % 2)
+        with pytest.raises(SystemExit) as exit_info:
+            run_stage("fidelity", fidelity.main, [])
+        assert exit_info.value.code == INPUT_ERROR_STATUS
+        message = capsys.readouterr().err
+        assert "outputs/physionet2012/baselines/ros.npz not found" in message
+        assert "run the baselines stage" in message
+
+        save_npz(tmp_path / "outputs/physionet2012/baselines/ros.npz", x=np.zeros((5, 12, 7), dtype=np.float32),
+                 y=np.arange(5) % 2)
         with pytest.raises(SystemExit):
             run_stage("fidelity", fidelity.main, [])
-        assert "short.npz" in capsys.readouterr().err
+        assert "ros.npz" in capsys.readouterr().err
     finally:
         os.chdir(previous)
     assert not (tmp_path / "outputs/physionet2012/fidelity").exists()

@@ -62,7 +62,12 @@ def test_first_run_executes_all_stages(pipeline_project):
         assert f"Running stage '{stage}@physionet2012'" in log, stage
     assert "Running stage 'report'" in log
     summary = json.loads((root / "metrics/physionet2012/evaluate.json").read_text())
-    assert set(summary["results"]["gru"]) == {"real", "guided", "unguided"}
+    sources = {"guided", "unguided", "classifier_guidance", "ros", "smote", "timevae", "timegan"}
+    assert set(summary) >= {"results", "paired", "bootstrap"}
+    for evaluator in ("gru", "timesnet", "gbt"):
+        assert set(summary["results"][evaluator]) == {"real", *sources}, evaluator
+    fidelity = json.loads((root / "metrics/physionet2012/fidelity.json").read_text())
+    assert set(fidelity) == {"real_holdout", *sources}
     assert (root / "dvc.lock").is_file()
     report = (root / "reports/results.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| physionet2012 |"))

@@ -24,9 +24,15 @@ STAGE_MODULES = (preprocess, train_diffuser, train_classifier, precompute_ihvp, 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, physionet2012_dir):
-    """Run all six stages in order in a temporary folder and hand it to the tests."""
+    """Run the six main stages in order in a temporary folder and hand it to the tests.
+
+    The baselines stage is not among them, so evaluate scores guided and unguided only;
+    tests/test_baselines.py and the end-to-end test cover the baseline sources.
+    """
     root = tmp_path_factory.mktemp("project")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(physionet2012_dir)))
+    raw = tiny_params(physionet2012_dir)
+    raw["profiles"]["tiny"]["evaluate"]["baselines"] = []
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
     previous = Path.cwd()
     os.chdir(root)
     try:
