@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ from tasks.common import INPUT_ERROR_MARKER, INPUT_ERROR_STATUS, REPORT_STAGE, S
 # DVC prints the first when nothing changed and the second when it restores outputs from its cache.
 SKIPPED_MARKERS = ("didn't change, skipping", "is cached - skipping run")
 OUTPUT_TAIL_LINES = 40
+STOP_GRACE_SECONDS = 20.0
 
 
 class StageFailed(RuntimeError):
@@ -72,6 +74,18 @@ def stage_environment(parent_run_id: str | None) -> dict[str, str]:
     return env
 
 
+def stop_process(process: subprocess.Popen, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+    """Interrupt ``process`` as Ctrl-C would, so DVC can release its lock; kill it if it outlives the grace period."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @task(name="dvc-stage", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def run_dvc_stage(stage: str, project: str, parent_run_id: str | None, force: bool = False,
                   cohort: str | None = None) -> dict:
@@ -88,10 +102,15 @@ def run_dvc_stage(stage: str, project: str, parent_run_id: str | None, force: bo
     )
     lines = []
     assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line)
-        logger.info("%s | %s", target, line.rstrip())
-    returncode = process.wait()
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            logger.info("%s | %s", target, line.rstrip())
+        returncode = process.wait()
+    except BaseException:
+        # On Ctrl-C or a cancelled run, stop DVC too instead of waiting for the stage to end.
+        stop_process(process)
+        raise
     output = "".join(lines)
     if returncode != 0:
         raise StageFailed(target, returncode, output)

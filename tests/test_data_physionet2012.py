@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import io
 import json
 import shutil
@@ -616,3 +617,14 @@ def test_download_without_network(tmp_path: Path):
     with pytest.raises(DownloadError, match="check the network connection"):
         download_physionet2012(tmp_path, ("a",), base_url="http://127.0.0.1:9/", timeout_s=5)
     assert main(["--dest", str(tmp_path), "--sets", "a", "--base-url", "http://127.0.0.1:9/", "--timeout", "5"]) == 1
+
+
+def test_missing_checksum_file_is_reported(physionet2012_dir: Path, tmp_path: Path, caplog):
+    for name in ("Outcomes-a.txt", "set-a.part1.tar.gz", "set-a.part2.tar.gz"):
+        (tmp_path / name).symlink_to(physionet2012_dir / name)
+    with caplog.at_level(logging.WARNING, logger="tardiff.data.checksums"):
+        raw = read_physionet2012(tmp_path, ("a",), SLICE, True)
+    assert "without checksum verification" in caplog.text
+    assert f"{tmp_path}/SHA256SUMS" in caplog.text
+    assert "set-a.part1.tar.gz" in raw.counts["files_unverified"]
+    assert raw.counts["files_verified"] == []

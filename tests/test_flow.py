@@ -1,11 +1,14 @@
-"""The Prefect flow's retry rule and argument checks (the full flow runs in the end-to-end test)."""
+"""The Prefect flow's retry rule, argument checks and interruption (the full flow runs in the end-to-end test)."""
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from prefect.states import Completed, Failed
 
-from flows.pipeline import StageFailed, is_transient, tardiff_pipeline
+from flows.pipeline import StageFailed, is_transient, stop_process, tardiff_pipeline
 from tardiff.errors import MissingDataError, TardiffInputError
 from tasks.common import INPUT_ERROR_MARKER
 
@@ -45,3 +48,31 @@ def test_unknown_cohort_is_an_input_error(tmp_path):
     (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     with pytest.raises(TardiffInputError, match="cohort\\(s\\) \\['nowhere'\\] are not defined"):
         tardiff_pipeline.fn(project=str(tmp_path), cohorts=["nowhere"])
+
+
+def _child(code: str) -> subprocess.Popen:
+    """Start a Python child that prints once it has set up, so the test knows its handlers are in place."""
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_stop_process_interrupts_the_stage_like_ctrl_c():
+    process = _child(
+        "import sys, time\n"
+        "print('ready', flush=True)\n"
+        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n"
+    )
+    stop_process(process, grace_seconds=30)
+    assert process.returncode == 130
+
+
+def test_stop_process_kills_a_stage_that_ignores_ctrl_c():
+    process = _child(
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    stop_process(process, grace_seconds=0.5)
+    assert process.returncode == -signal.SIGKILL

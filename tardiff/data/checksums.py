@@ -63,6 +63,15 @@ def read_checksums(folder: Path, fix: str = "restore the file") -> Checksums | N
     return None
 
 
+def warn_no_checksums(folder: Path) -> None:
+    """Log that ``folder`` has no checksum file, so the raw files will be read unverified."""
+    logger.warning(
+        "no %s in %s, so the raw files are read without checksum verification; to verify them, write one "
+        "with `sha256sum FILES > %s/SHA256SUMS`, or set data.verify_checksums: false to silence this",
+        " or ".join(CHECKSUM_FILES), folder, folder,
+    )
+
+
 def sha256_of(path: Path) -> str:
     """Compute the SHA-256 hex digest of a file, reading it in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -88,11 +97,12 @@ def verify_if_listed(
     """Verify ``path`` when ``checksums`` lists it, recording its name in ``counts["files_verified"]``.
 
     A file that the checksum file does not list is logged and recorded in
-    ``counts["files_unverified"]``. Nothing happens when ``checksums`` is None.
+    ``counts["files_unverified"]``, as is every file when ``checksums`` is None.
     """
-    if checksums is None:
-        return
     path = Path(path)
+    if checksums is None:
+        counts.setdefault("files_unverified", []).append(path.name)
+        return
     try:
         key = path.resolve().relative_to(checksums.root.resolve()).as_posix()
     except ValueError:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from tardiff.data.checksums import read_checksums, verify_if_listed
+from tardiff.data.checksums import read_checksums, verify_if_listed, warn_no_checksums
 from tardiff.data.sources import RawCohort, register_reader
 from tardiff.errors import CorruptFileError, MissingDataError, TardiffInputError
 
@@ -152,6 +152,8 @@ def read_physionet2012(
     started = time.perf_counter()
     archives = _find_input_files(data_dir, sets)
     checksums = read_checksums(data_dir, REDOWNLOAD_HINT) if verify_checksums else None
+    if verify_checksums and checksums is None:
+        warn_no_checksums(data_dir)
     counts: dict[str, Any] = {
         "sets": list(sets),
         "max_stays": max_stays,

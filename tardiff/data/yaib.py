@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from tardiff.data.checksums import Checksums, read_checksums, verify_if_listed
+from tardiff.data.checksums import Checksums, read_checksums, verify_if_listed, warn_no_checksums
 from tardiff.data.sources import OBSERVATION_SCHEMA, RawCohort, register_reader
 from tardiff.errors import CorruptFileError, MissingDataError, TardiffInputError
 
@@ -105,6 +105,8 @@ def read_yaib(
     dyn_path, outcome_path = _find_input_files(cohort_dir)
     counts: dict[str, Any] = {"task": task, "files_verified": [], "files_unverified": []}
     checksums = _find_checksums(cohort_dir) if verify_checksums else None
+    if verify_checksums and checksums is None:
+        warn_no_checksums(cohort_dir)
     for path in (dyn_path, outcome_path):
         verify_if_listed(path, checksums, counts, REEXPORT_HINT)
 
