@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--series", type=int, default=2000, help="training series used (default: 2000)")
     parser.add_argument("--evaluators", nargs="+", default=list(EVALUATOR_NAMES), choices=EVALUATOR_NAMES)
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenMP threads (default: unchanged)")
-    parser.add_argument("--outputs", default="outputs")
+    parser.add_argument("--outputs", default="outputs/physionet2012", help="folder with the stage outputs")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
 
-    params = load_params(args.params)
+    params = load_params(args.params, cohort=Path(args.outputs).name)
     device = resolve_device(params.device)
     cohort = load_prepared(Path(args.outputs) / "preprocess")
     x, y = cohort.train.x[: args.series], cohort.train.y[: args.series]

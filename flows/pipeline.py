@@ -1,4 +1,4 @@
-"""Prefect flow that runs the six DVC stages per cohort, then the report, and groups them in MLflow.
+"""Prefect flow that runs the eight DVC stages per cohort, then the report, and groups them in MLflow.
 
 Run it from the project root::
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,20 +241,11 @@ def _run_in_workers(
     """
     threads = max(1, torch.get_num_threads() // workers)
     logger.info("fitting %d models in %d processes of %d torch thread(s) each", len(jobs), workers, threads)
-    executor = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(real_train, real_val, real_test, synthetic, config, threads, logging.getLogger().getEffectiveLevel()),
-    )
-    try:
-        futures = [executor.submit(_run_job_in_worker, job) for job in jobs]
-        fits = [future.result() for future in futures]
-    except BaseException:
-        executor.shutdown(wait=True, cancel_futures=True)
-        raise
-    executor.shutdown()
-    return fits
+    context = multiprocessing.get_context("spawn")
+    initargs = (real_train, real_val, real_test, synthetic, config, threads, logging.getLogger().getEffectiveLevel())
+    # Leaving the block terminates the workers, so an error or Ctrl-C does not wait for their running fits.
+    with context.Pool(workers, initializer=_start_worker, initargs=initargs) as pool:
+        return list(pool.imap(_run_job_in_worker, jobs, chunksize=1))
 
 
 def evaluate_sources(
