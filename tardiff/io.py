@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,8 +96,15 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError or zipfile errors
+        if isinstance(exc, pickle.UnpicklingError):
+            # torch's own text here is paragraphs of advice on unsafe loading, so state the problem instead.
+            reason = "it holds Python objects other than tensors and plain values"
+        else:
+            lines = str(exc).strip().splitlines()
+            reason = lines[0][:200] if lines else "no details"
         raise CorruptFileError(
-            f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); delete it and re-run its stage"
+            f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {reason}); the file is not a tardiff "
+            "checkpoint or is truncated. Delete it and re-run the stage that writes it"
         ) from exc
     if not isinstance(payload, dict):
         raise CorruptFileError(f"checkpoint {path} contains {type(payload).__name__}, expected a dict; re-run its stage")
