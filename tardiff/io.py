@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,17 @@ def load_npz(path: str | Path, required: tuple[str, ...], what: str = "array fil
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"{what} {path} not found; run the stage that produces it (dvc repro)")
+    # An .npz file is a zip archive. Anything else would reach numpy's .npy and pickle branches, whose
+    # messages suggest loading the file unsafely.
+    if not zipfile.is_zipfile(path):
+        raise CorruptFileError(
+            f"{what} {path} is not a valid .npz file (truncated, or not written by tardiff); delete it and re-run "
+            "the stage that writes it"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CorruptFileError(f"{what} {path} cannot be read ({exc}); delete it and re-run its stage") from exc
     missing = [key for key in required if key not in arrays]
     if missing:

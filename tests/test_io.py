@@ -1,12 +1,13 @@
-"""Checkpoint loading: every kind of unreadable file gives one short error that names the file and the fix."""
+"""Checkpoint and array loading: every kind of unreadable file gives one short error that names the file and the fix."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from tardiff.errors import CorruptFileError, MissingDataError
-from tardiff.io import load_checkpoint, save_checkpoint
+from tardiff.io import load_checkpoint, load_npz, save_checkpoint, save_npz
 
 
 class Custom:
@@ -56,3 +57,28 @@ def test_missing_key_and_non_dict_are_corrupt(tmp_path):
 def test_missing_checkpoint_names_the_stage(tmp_path):
     with pytest.raises(MissingDataError, match="run the stage that produces it"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "text", "npy"])
+def test_damaged_npz_is_corrupt_without_pickle_advice(tmp_path, damage):
+    path = tmp_path / "guided.npz"
+    save_npz(path, x=np.zeros((50, 24, 7), dtype=np.float32), y=np.zeros(50))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "text":
+        path.write_text("x,y\n1,0\n")
+    else:
+        np.save(tmp_path / "array.npy", np.zeros(3))
+        path.write_bytes((tmp_path / "array.npy").read_bytes())
+    with pytest.raises(CorruptFileError) as info:
+        load_npz(path, required=("x", "y"), what="synthetic data")
+    message = str(info.value)
+    assert f"synthetic data {path} is not a valid .npz file" in message
+    assert "pickle" not in message
+
+
+def test_npz_without_required_array_is_corrupt(tmp_path):
+    path = tmp_path / "guided.npz"
+    save_npz(path, x=np.zeros((2, 3)))
+    with pytest.raises(CorruptFileError, match=r"lacks arrays \['y'\]"):
+        load_npz(path, required=("x", "y"))
