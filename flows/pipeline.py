@@ -151,7 +151,7 @@ def tardiff_pipeline(project: str = ".", cohorts: list[str] | None = None, stage
     Args:
         project: the project root holding ``dvc.yaml`` and ``params.yaml``.
         cohorts: names under ``cohorts`` in params.yaml, run in this order; default all.
-        stages: a subset of the six per-cohort stages and ``report``; default all.
+        stages: a subset of the eight per-cohort stages and ``report``; default all.
         force: re-run the stages even when DVC finds them up to date.
 
     Returns:
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cohorts", nargs="+", metavar="NAME",
                         help="cohorts under `cohorts` in params.yaml, in order (default: all)")
     parser.add_argument("--stages", nargs="+", choices=[*STAGES, REPORT_STAGE],
-                        help="run only these stages (default: all six per cohort, then the report)")
+                        help="run only these stages (default: all eight per cohort, then the report)")
     parser.add_argument("--force", action="store_true", help="re-run stages even when DVC finds them up to date")
     args = parser.parse_args(argv)
     try:
