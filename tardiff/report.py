@@ -198,12 +198,13 @@ def cohort_table(cohort: str, summary: dict, fidelity: dict | None = None, info:
     lines = [
         f"# {cohort}: every source, evaluator and metric",
         "",
-        f"{described + '. ' if described else ''}Real test split: {bootstrap.get('n_test', '?')} stays, "
-        f"{bootstrap.get('n_test_positive', '?')} positive. Cells are mean ± sample std over "
-        f"{', '.join(str(s) for s in seeds)} evaluator seeds. F1 is that of class 1 at the threshold chosen on the "
-        "validation split. Made by the pipeline's report stage from metrics/"
-        f"{cohort}/evaluate.json and fidelity.json; outputs/{cohort}/evaluate/results.md adds the bootstrap "
-        "intervals and every α.",
+        (
+            f"{described + '. ' if described else ''}Real test split: {bootstrap.get('n_test', '?')} stays, "
+            f"{bootstrap.get('n_test_positive', '?')} positive. Cells are mean ± sample std over "
+            f"{', '.join(str(s) for s in seeds)} evaluator seeds. F1 is that of class 1 at the threshold chosen on "
+            f"the validation split. Made by the pipeline's report stage from metrics/{cohort}/evaluate.json and "
+            f"fidelity.json; outputs/{cohort}/evaluate/results.md adds the bootstrap intervals and every α."
+        ),
         "",
         "## Train on synthetic, test on real (TSTR; TRTR for real data)",
         "",
@@ -216,9 +217,9 @@ def cohort_table(cohort: str, summary: dict, fidelity: dict | None = None, info:
                  for e in evaluators for m in METRICS]
         lines.append(f"| {SOURCE_LABELS.get(source, source)} | " + " | ".join(cells) + " |")
 
-    lines += ["", "## Real plus synthetic (TSRTR) at the best α",
-              "", "α is the share of synthetic samples, relative to the real training split, with the highest mean "
-              "AUPRC on the test split, so these cells are optimistic.", ""]
+    lines += ["", "## Real plus synthetic (TSRTR) at the best α", "",
+              ("α is the share of synthetic samples, relative to the real training split, with the highest mean "
+               "AUPRC on the test split, so these cells are optimistic."), ""]
     header = [f"{e} {label}" for e in evaluators for label in ("α", "AUROC", "AUPRC", "F1")]
     lines += ["| source | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for source in sources[1:]:
@@ -246,8 +247,8 @@ def cohort_table(cohort: str, summary: dict, fidelity: dict | None = None, info:
     if fidelity is None:
         lines.append(f"The fidelity stage has not run for {cohort} yet.")
     else:
-        lines += ["↓ marks metrics where lower is closer to the real data. The held-out row scores real stays the "
-                  "generator never saw, as a reference for each value.", ""]
+        lines += [("↓ marks metrics where lower is closer to the real data. The held-out row scores real stays "
+                   "the generator never saw, as a reference for each value."), ""]
         lines += ["| source | " + " | ".join(title for title, _, _ in FIDELITY_COLUMNS) + " |",
                   "|---|" + "---|" * len(FIDELITY_COLUMNS)]
         for source, metrics in fidelity.items():
