@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -315,6 +316,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} is {value}; use a finite number")
         return float(value)
     if annotation is str:
         if not isinstance(value, (str, int)) or isinstance(value, bool):
@@ -510,11 +513,36 @@ def _check_consistency(params: Params, source: str) -> None:
         "evaluate.gbt_max_iter": params.evaluate.gbt_max_iter,
         "evaluate.gbt_learning_rate": params.evaluate.gbt_learning_rate,
         "evaluate.logreg_c": params.evaluate.logreg_c,
+        "diffusion.num_heads": params.diffusion.num_heads, "diffusion.beta_start": params.diffusion.beta_start,
+        "ihvp.max_iter": params.ihvp.max_iter, "ihvp.tol": params.ihvp.tol,
     }
 
     for key, value in positive.items():
-        if value <= 0:
+        if not value > 0:
             raise ConfigError(f"{key} in {source} is {value}; it must be positive")
+    not_negative = {
+        "seed": params.seed, "diffusion.warmup_steps": params.diffusion.warmup_steps,
+        "diffusion.weight_decay": params.diffusion.weight_decay, "generate.eta": params.generate.eta,
+        "evaluate.bootstrap_seed": params.evaluate.bootstrap_seed,
+        **{f"evaluate.seeds[{i}]": seed for i, seed in enumerate(params.evaluate.seeds)},
+    }
+    for key, value in not_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} in {source} is {value}; it must not be negative")
+    for key, value in (("diffusion.dropout", params.diffusion.dropout), ("classifier.dropout", params.classifier.dropout),
+                       ("diffusion.ema_decay", params.diffusion.ema_decay)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key} in {source} is {value}; it must be in [0, 1)")
+    if not params.diffusion.beta_start < params.diffusion.beta_end < 1:
+        raise ConfigError(
+            f"diffusion.beta_start={params.diffusion.beta_start} and beta_end={params.diffusion.beta_end} in {source} "
+            "must satisfy 0 < beta_start < beta_end < 1"
+        )
+    if params.evaluate.bootstrap_replicates < 2:
+        raise ConfigError(
+            f"evaluate.bootstrap_replicates in {source} is {params.evaluate.bootstrap_replicates}; an interval needs "
+            "at least 2 replicates (1000 is usual)"
+        )
     if data.max_stays is not None and data.max_stays <= 0:
         raise ConfigError(f"data.max_stays in {source} is {data.max_stays}; use a positive count or null for all")
     if params.ihvp.damping < 0:

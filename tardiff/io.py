@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,10 +72,17 @@ def load_npz(path: str | Path, required: tuple[str, ...], what: str = "array fil
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"{what} {path} not found; run the stage that produces it (dvc repro)")
+    # An .npz file is a zip archive. Anything else would reach numpy's .npy and pickle branches, whose
+    # messages suggest loading the file unsafely.
+    if not zipfile.is_zipfile(path):
+        raise CorruptFileError(
+            f"{what} {path} is not a valid .npz file (truncated, or not written by tardiff); delete it and re-run "
+            "the stage that writes it"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CorruptFileError(f"{what} {path} cannot be read ({exc}); delete it and re-run its stage") from exc
     missing = [key for key in required if key not in arrays]
     if missing:
@@ -95,8 +104,15 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError or zipfile errors
+        if isinstance(exc, pickle.UnpicklingError):
+            # torch's own text here is paragraphs of advice on unsafe loading, so state the problem instead.
+            reason = "it holds Python objects other than tensors and plain values"
+        else:
+            lines = str(exc).strip().splitlines()
+            reason = lines[0][:200] if lines else "no details"
         raise CorruptFileError(
-            f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); delete it and re-run its stage"
+            f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {reason}); the file is not a tardiff "
+            "checkpoint or is truncated. Delete it and re-run the stage that writes it"
         ) from exc
     if not isinstance(payload, dict):
         raise CorruptFileError(f"checkpoint {path} contains {type(payload).__name__}, expected a dict; re-run its stage")

@@ -126,3 +126,136 @@ def plot_results(summaries: dict[str, dict | None], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
+
+
+SOURCE_LABELS = {
+    "real": "Real only (TRTR)",
+    "guided": "TarDiff (influence guidance)",
+    "unguided": "Unguided diffusion",
+    "classifier_guidance": "Classifier guidance",
+    "ros": "Random oversampling",
+    "smote": "SMOTE",
+    "timevae": "TimeVAE",
+    "timegan": "TimeGAN",
+}
+FIDELITY_COLUMNS = (
+    ("discriminative score ↓", ("discriminative", "score"), 3),
+    ("predictive MAE ↓", ("predictive_mae",), 3),
+    ("MMD² ↓", ("mmd", "mmd2"), 4),
+    ("Wasserstein-1 ↓", ("marginal", "wasserstein_mean"), 3),
+    ("ACF difference ↓", ("autocorrelation", "mean_abs_diff"), 3),
+    ("share DCR < held-out p5", ("privacy", "dcr", "share_below_holdout_p5"), 3),
+    ("MIA AUROC", ("privacy", "mia", "auroc"), 3),
+    ("copies", ("privacy", "copies", "copies"), 0),
+)
+
+
+def _sources(summary: dict, evaluators: list[str]) -> list[str]:
+    found = ["real", "guided", "unguided"]
+    for evaluator in evaluators:
+        for source in summary["results"].get(evaluator, {}):
+            if source not in found:
+                found.append(source)
+    return [source for source in found if any(source in summary["results"].get(e, {}) for e in evaluators)]
+
+
+def _mean_std(leaf: dict | None, metric: str) -> str:
+    if leaf is None or f"{metric}_mean" not in leaf:
+        return "-"
+    return f"{leaf[f'{metric}_mean']:.3f} ± {leaf[f'{metric}_std']:.3f}"
+
+
+def _difference(leaf: dict | None, metric: str) -> str:
+    if leaf is None or f"{metric}_mean" not in leaf:
+        return "-"
+    return f"{leaf[f'{metric}_mean']:+.3f} [{leaf[f'{metric}_lo']:+.3f}, {leaf[f'{metric}_hi']:+.3f}]"
+
+
+def _nested(metrics: dict, keys: tuple[str, ...]) -> object:
+    node: object = metrics
+    for key in keys:
+        if not isinstance(node, dict) or node.get(key) is None:
+            return None
+        node = node[key]
+    return node
+
+
+def cohort_table(cohort: str, summary: dict, fidelity: dict | None = None, info: dict | None = None) -> str:
+    """Render one cohort's paper-style page: every source against every evaluator and metric, then fidelity.
+
+    ``summary`` is the cohort's evaluation summary and ``fidelity`` its fidelity metrics
+    (``metrics/<cohort>/fidelity.json``), or None when that stage has not run. Downstream
+    cells are mean ± std over the evaluator seeds; the bootstrap intervals are in the
+    evaluate stage's own ``results.md``.
+    """
+    info = info or {}
+    evaluators = [name for name in summary["results"]]
+    sources = _sources(summary, evaluators)
+    bootstrap = summary.get("bootstrap", {})
+    described = " / ".join(str(v) for v in (info.get("dataset"), info.get("task")) if v)
+    seeds = sorted({leaf["n_seeds"] for e in evaluators for s in summary["results"][e].values()
+                    for leaf in s.values() if isinstance(leaf, dict) and "n_seeds" in leaf})
+    lines = [
+        f"# {cohort}: every source, evaluator and metric",
+        "",
+        (
+            f"{described + '. ' if described else ''}Real test split: {bootstrap.get('n_test', '?')} stays, "
+            f"{bootstrap.get('n_test_positive', '?')} positive. Cells are mean ± sample std over "
+            f"{', '.join(str(s) for s in seeds)} evaluator seeds. F1 is that of class 1 at the threshold chosen on "
+            f"the validation split. Made by the pipeline's report stage from metrics/{cohort}/evaluate.json and "
+            f"fidelity.json; outputs/{cohort}/evaluate/results.md adds the bootstrap intervals and every α."
+        ),
+        "",
+        "## Train on synthetic, test on real (TSTR; TRTR for real data)",
+        "",
+    ]
+    metric_header = [f"{e} {METRIC_LABELS[m].split(' ')[0]}" for e in evaluators for m in METRICS]
+    lines += ["| source | " + " | ".join(metric_header) + " |", "|---|" + "---|" * len(metric_header)]
+    for source in sources:
+        protocol = "trtr" if source == "real" else "tstr"
+        cells = [_mean_std(summary["results"].get(e, {}).get(source, {}).get(protocol), m)
+                 for e in evaluators for m in METRICS]
+        lines.append(f"| {SOURCE_LABELS.get(source, source)} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## Real plus synthetic (TSRTR) at the best α", "",
+              ("α is the share of synthetic samples, relative to the real training split, with the highest mean "
+               "AUPRC on the test split, so these cells are optimistic."), ""]
+    header = [f"{e} {label}" for e in evaluators for label in ("α", "AUROC", "AUPRC", "F1")]
+    lines += ["| source | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for source in sources[1:]:
+        cells = []
+        for evaluator in evaluators:
+            leaf = summary["results"].get(evaluator, {}).get(source, {}).get("tsrtr_best")
+            cells.append("-" if leaf is None else f"{leaf['alpha']:g}")
+            cells += [_mean_std(leaf, metric) for metric in METRICS]
+        lines.append(f"| {SOURCE_LABELS.get(source, source)} | " + " | ".join(cells) + " |")
+
+    baseline = bootstrap.get("baseline", "unguided")
+    lines += ["", f"## TSTR difference from {SOURCE_LABELS.get(baseline, baseline).lower()}", "",
+              "Same seeds and resampled test stays: mean over seeds [95% bootstrap interval].", ""]
+    header = [f"{e} {METRIC_LABELS[m].split(' ')[0]}" for e in evaluators for m in ("auroc", "auprc")]
+    lines += ["| source | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for source in sources:
+        key = f"{source}_vs_{baseline}"
+        if not any(key in summary.get("paired", {}).get(e, {}) for e in evaluators):
+            continue
+        cells = [_difference(summary["paired"].get(e, {}).get(key, {}).get("tstr"), m)
+                 for e in evaluators for m in ("auroc", "auprc")]
+        lines.append(f"| {SOURCE_LABELS.get(source, source)} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## Fidelity and privacy", ""]
+    if fidelity is None:
+        lines.append(f"The fidelity stage has not run for {cohort} yet.")
+    else:
+        lines += [("↓ marks metrics where lower is closer to the real data. The held-out row scores real stays "
+                   "the generator never saw, as a reference for each value."), ""]
+        lines += ["| source | " + " | ".join(title for title, _, _ in FIDELITY_COLUMNS) + " |",
+                  "|---|" + "---|" * len(FIDELITY_COLUMNS)]
+        for source, metrics in fidelity.items():
+            cells = []
+            for _, keys, digits in FIDELITY_COLUMNS:
+                value = _nested(metrics, keys)
+                cells.append("-" if value is None else f"{value:.{digits}f}")
+            label = "Real held-out (reference)" if source == "real_holdout" else SOURCE_LABELS.get(source, source)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -2,7 +2,9 @@
 
 Reads ``metrics/<cohort>/evaluate.json`` for each entry under ``cohorts`` and writes
 ``reports/results.md`` and ``reports/results.png``. A cohort without an evaluation yet
-gets a "not evaluated yet" row, so the report of a partial run is still honest.
+gets a "not evaluated yet" row, so the report of a partial run is still honest. Each
+evaluated cohort also gets ``reports/cohorts/<cohort>.md``: every source against every
+evaluator and metric, with its fidelity and privacy scores.
 """
 
 from __future__ import annotations
@@ -17,20 +19,21 @@ import mlflow
 from tardiff.config import Params, cohort_names, params_from_dict, read_params_file
 from tardiff.errors import CorruptFileError, TardiffInputError
 from tardiff.io import atomic_path, read_json
-from tardiff.report import plot_results, results_tables
+from tardiff.report import cohort_table, plot_results, results_tables
 from tasks import tracking
 from tasks.common import INPUT_ERROR_MARKER, INPUT_ERROR_STATUS, metrics_path, setup_logging
 
 logger = logging.getLogger("tasks.report")
 
 REPORTS = Path("reports")
+COHORT_PAGES = REPORTS / "cohorts"
 
 
-def build_report(params_file: str, root: Path) -> tuple[str, dict, Params]:
+def build_report(params_file: str, root: Path) -> tuple[str, dict, Params, dict[str, str]]:
     """Collect every cohort's evaluation summary.
 
-    Returns the markdown, the summaries by cohort and the parameters of the default
-    cohort, whose tags the report's MLflow run carries.
+    Returns the markdown, the summaries by cohort, the parameters of the default
+    cohort (whose tags the report's MLflow run carries) and each evaluated cohort's page.
     """
     raw = read_params_file(params_file)
     summaries: dict[str, dict | None] = {}
@@ -44,15 +47,23 @@ def build_report(params_file: str, root: Path) -> tuple[str, dict, Params]:
         summaries[cohort] = read_json(path, what="evaluation summary") if path.is_file() else None
         if summaries[cohort] is not None and not isinstance(summaries[cohort], dict):
             raise CorruptFileError(f"{path} does not hold an evaluation summary; re-run `dvc repro evaluate@{cohort}`")
+    pages = {}
+    for cohort, summary in summaries.items():
+        if summary is None:
+            continue
+        fidelity_path = root / metrics_path("fidelity", cohort)
+        fidelity = read_json(fidelity_path, what="fidelity metrics") if fidelity_path.is_file() else None
+        pages[cohort] = cohort_table(cohort, summary, fidelity, info[cohort])
     header = (
         "# Downstream results on every cohort\n\n"
         f"Profile: {', '.join(sorted(profiles))}. Real test split of each cohort; mean ± std over the evaluator "
         "seeds and the 95% bootstrap interval over test stays. TSTR trains on synthetic data only; TSRTR adds "
         "synthetic data to the real training split, reported at the alpha with the best mean AUPRC. F1 is that "
         "of the positive class at the threshold chosen on the validation split. Made by `dvc repro` "
-        "(stage `report`).\n\n"
+        "(stage `report`). Every source, baselines included, with fidelity and privacy: one page per cohort in "
+        "[cohorts/](cohorts/).\n\n"
     )
-    return header + results_tables(summaries, info), summaries, params_from_dict(raw, params_file)
+    return header + results_tables(summaries, info), summaries, params_from_dict(raw, params_file), pages
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     root = Path.cwd()
     try:
-        markdown, summaries, params = build_report(args.params, root)
+        markdown, summaries, params, pages = build_report(args.params, root)
     except TardiffInputError as exc:
         print(f"{INPUT_ERROR_MARKER} {exc}", file=sys.stderr)
         sys.exit(INPUT_ERROR_STATUS)
@@ -70,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         tmp.write_text(markdown)
     with atomic_path(REPORTS / "results.png") as tmp:
         plot_results(summaries, str(tmp))
+    for stale in COHORT_PAGES.glob("*.md"):
+        if stale.stem not in pages:
+            stale.unlink()
+    for cohort, page in pages.items():
+        with atomic_path(COHORT_PAGES / f"{cohort}.md") as tmp:
+            tmp.write_text(page)
     tracking.configure(root)
     tags = {**tracking.run_tags("report", params), "dataset": "all"}
     with mlflow.start_run(run_name="report", tags=tags):
@@ -78,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                 tracking.log_metrics(summary, prefix=cohort)
         mlflow.log_artifact(str(REPORTS / "results.md"))
         mlflow.log_artifact(str(REPORTS / "results.png"))
+        for cohort in pages:
+            mlflow.log_artifact(str(COHORT_PAGES / f"{cohort}.md"), artifact_path="cohorts")
     logger.info("wrote %s and %s:\n%s", REPORTS / "results.md", REPORTS / "results.png", markdown)
 
 

@@ -10,7 +10,10 @@ from tests.stage_project import PROJECT_ROOT
 
 @pytest.fixture
 def raw():
-    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    """Return the project's params.yaml with the cpu profile active, whichever profile the working copy selects."""
+    parsed = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    parsed["profile"] = "cpu"
+    return parsed
 
 
 def test_every_profile_loads():
@@ -136,3 +139,38 @@ def test_tiny_profile_shrinks_fidelity(raw):
     assert tiny.max_samples < cpu.max_samples
     assert tiny.discriminator_epochs < cpu.discriminator_epochs
     assert tiny.holdout == cpu.holdout == "test"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "match"),
+    [
+        ("generate", "guidance_scale", float("nan"), r"generate.guidance_scale.*finite"),
+        ("generate", "guidance_scale", float("inf"), r"generate.guidance_scale.*finite"),
+        ("diffusion", "lr", float("nan"), r"diffusion.lr.*finite"),
+        ("ihvp", "damping", float("nan"), r"ihvp.damping.*finite"),
+        ("diffusion", "num_heads", 0, r"diffusion.num_heads.*positive"),
+        ("diffusion", "dropout", 1.5, r"diffusion.dropout.*\[0, 1\)"),
+        ("diffusion", "ema_decay", 1.5, r"diffusion.ema_decay.*\[0, 1\)"),
+        ("diffusion", "beta_end", -0.1, r"beta_start < beta_end"),
+        ("diffusion", "warmup_steps", -5, r"diffusion.warmup_steps.*not be negative"),
+        ("generate", "eta", -1.0, r"generate.eta.*not be negative"),
+        ("ihvp", "max_iter", 0, r"ihvp.max_iter.*positive"),
+        ("ihvp", "tol", -1.0, r"ihvp.tol.*positive"),
+        ("evaluate", "seeds", [-1], r"evaluate.seeds\[0\].*not be negative"),
+        ("evaluate", "bootstrap_replicates", 1, r"bootstrap_replicates.*at least 2"),
+    ],
+)
+def test_out_of_range_value_names_key(raw, section, key, value, match):
+    raw[section][key] = value
+    with pytest.raises(ConfigError, match=match):
+        params_from_dict(raw)
+
+
+def test_nested_and_top_level_values_are_checked(raw):
+    raw["baselines"]["classifier_guidance"]["guidance_scale"] = float("nan")
+    with pytest.raises(ConfigError, match=r"guidance_scale.*finite"):
+        params_from_dict(raw)
+    raw["baselines"]["classifier_guidance"]["guidance_scale"] = 1.0
+    raw["seed"] = -1
+    with pytest.raises(ConfigError, match=r"seed in params.yaml is -1"):
+        params_from_dict(raw)

@@ -39,7 +39,11 @@ HEADER = b"Time,Parameter,Value"
 MISSING_MARKER = -1.0
 UPSTREAM_PAGE = "https://physionet.org/content/challenge-2012/1.0.0/"
 DOWNLOAD_COMMAND = "python -m tardiff.data.download --dest DIR"
-REDOWNLOAD_HINT = f"delete it and download it again with `{DOWNLOAD_COMMAND}`"
+REDOWNLOAD_HINT = (
+    f"delete it and download it again with `{DOWNLOAD_COMMAND}`; for a chunk set-X.partN.tar.gz, delete "
+    "every set-X.part*.tar.gz, because the reader prefers chunks to the whole set-X.tar.gz that the "
+    "download writes"
+)
 
 _TIME_PATTERN = r"^(\d+):([0-5]\d)$"
 _TIME_REGEX = re.compile(_TIME_PATTERN)
