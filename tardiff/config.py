@@ -139,7 +139,7 @@ class EvaluateConfig:
     bootstrap_seed: int = 0
     paired_baseline: str = "unguided"  # every other synthetic source is compared with this one, seed by seed
     baselines: tuple[str, ...] = ()  # outputs of the baselines stage evaluated beside guided and unguided
-    workers: int = 1  # processes fitting side by side on a CPU, sharing torch's threads; results do not change
+    workers: int = 1  # processes that fit side by side on a CPU and share torch's threads, with unchanged results
     # gru: the bidirectional GRU of tardiff.classifier
     hidden_size: int = 64
     num_layers: int = 2
