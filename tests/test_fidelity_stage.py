@@ -2,8 +2,8 @@
 
 Running the diffuser, classifier and generation stages first would take minutes, so the
 synthetic sources are built from the prepared cohort instead, and their expected scores
-are known. The generate folder holds white noise with the training split's per-channel
-mean and spread. The baselines folder holds the one baseline the parameters list, ``ros``,
+are known. The generate folder contains white noise with the training split's per-channel
+mean and spread. The baselines folder contains the one baseline the parameters list, ``ros``,
 which here copies training records as random oversampling does.
 """
 

@@ -51,13 +51,13 @@ def test_unknown_cohort_is_an_input_error(tmp_path):
 
 
 def _child(code: str) -> subprocess.Popen:
-    """Start a Python child that prints once it has set up, so the test knows its handlers are in place."""
+    """Start a Python child and wait until it prints that its signal handling is set up."""
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
     return process
 
 
-def test_stop_process_interrupts_the_stage_like_ctrl_c():
+def test_stop_process_interrupts_child():
     process = _child(
         "import sys, time\n"
         "print('ready', flush=True)\n"
@@ -67,7 +67,7 @@ def test_stop_process_interrupts_the_stage_like_ctrl_c():
     assert process.returncode == 130
 
 
-def test_stop_process_kills_a_stage_that_ignores_ctrl_c():
+def test_stop_process_kills_ignoring_child():
     process = _child(
         "import signal, time\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
