@@ -398,9 +398,8 @@ def test_workers_must_be_positive():
 
 
 def test_worker_error_reaches_the_caller():
-    """An input error raised inside a worker process surfaces with its type and message."""
+    """An error raised inside a worker process surfaces in the caller with its type and message."""
     real, val, test = _separable(40, seed=0), _separable(20, seed=1), _separable(20, seed=2)
-    one_class = LabelledSeries(_separable(40, seed=3).x, np.ones(40, dtype=np.int64))
-    config = EvaluateConfig(evaluators=("logreg",), seeds=(0,), alphas=(1.0,), workers=2)
-    with pytest.raises(TardiffInputError, match="needs both 0 and 1"):
-        evaluate_sources(real, val, test, {"ones": one_class}, config, CPU)
+    config = EvaluateConfig(evaluators=("magic",), seeds=(0,), alphas=(1.0,), workers=2)
+    with pytest.raises(ConfigError, match="evaluator 'magic' is not known"):
+        evaluate_sources(real, val, test, {"guided": _separable(40, seed=3)}, config, CPU)
