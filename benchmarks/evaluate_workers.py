@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(cohort=outputs.name)
     cohort = load_prepared(outputs / "preprocess")
     guided = load_npz(outputs / "generate/guided.npz", required=("x", "y"), what="synthetic data")
-    real = LabelledSeries(cohort.train.x[: args.series], cohort.train.y[: args.series])
-    synthetic = {"guided": LabelledSeries(guided["x"][: args.series], guided["y"][: args.series])}
+    # The generate stage writes its samples class by class, so draw a random subset of each set.
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(len(cohort.train.y))[: args.series]
+    real = LabelledSeries(cohort.train.x[rows], cohort.train.y[rows])
+    rows = rng.permutation(len(guided["y"]))[: args.series]
+    synthetic = {"guided": LabelledSeries(guided["x"][rows], guided["y"][rows])}
     val, test = LabelledSeries(cohort.val.x, cohort.val.y), LabelledSeries(cohort.test.x, cohort.test.y)
     config = dataclasses.replace(params.evaluate, evaluators=tuple(args.evaluators), seeds=tuple(args.seeds),
                                  alphas=(1.0,), workers=1)
