@@ -384,10 +384,10 @@ def test_parallel_workers_give_the_same_fits():
     serial = evaluate_sources(real, val, test, synthetic, config, CPU)
     parallel = evaluate_sources(real, val, test, synthetic, EvaluateConfig(**{**config.__dict__, "workers": 2}), CPU)
     assert [fit.group for fit in parallel.fits] == [fit.group for fit in serial.fits]
-    for one, two in zip(serial.fits, parallel.fits):
-        assert (one.seed, one.n_train) == (two.seed, two.n_train)
-        np.testing.assert_array_equal(one.p_test, two.p_test)
-        np.testing.assert_array_equal(one.p_val, two.p_val)
+    for in_process, in_worker in zip(serial.fits, parallel.fits):
+        assert (in_process.seed, in_process.n_train) == (in_worker.seed, in_worker.n_train)
+        np.testing.assert_array_equal(in_process.p_test, in_worker.p_test)
+        np.testing.assert_array_equal(in_process.p_val, in_worker.p_val)
 
 
 def test_workers_must_be_positive():
