@@ -171,7 +171,8 @@ def _difference(leaf: dict | None, metric: str) -> str:
     return f"{leaf[f'{metric}_mean']:+.3f} [{leaf[f'{metric}_lo']:+.3f}, {leaf[f'{metric}_hi']:+.3f}]"
 
 
-def _nested(metrics: dict, keys: tuple[str, ...]) -> object:
+def nested_value(metrics: dict, *keys: str) -> object:
+    """Return ``metrics[keys[0]][keys[1]]...``, or None where a key is missing or its value is None."""
     node: object = metrics
     for key in keys:
         if not isinstance(node, dict) or node.get(key) is None:
@@ -254,7 +255,7 @@ def cohort_table(cohort: str, summary: dict, fidelity: dict | None = None, info:
         for source, metrics in fidelity.items():
             cells = []
             for _, keys, digits in FIDELITY_COLUMNS:
-                value = _nested(metrics, keys)
+                value = nested_value(metrics, *keys)
                 cells.append("-" if value is None else f"{value:.{digits}f}")
             label = "Real held-out (reference)" if source == "real_holdout" else SOURCE_LABELS.get(source, source)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -39,6 +39,7 @@ from tardiff.fidelity import (
 from tardiff.io import atomic_path, load_npz, write_json
 from tardiff.plots import plot_embedding, plot_marginals
 from tardiff.privacy import privacy_metrics
+from tardiff.report import nested_value
 from tardiff.training import resolve_device
 from tasks import tracking
 from tasks.common import metrics_path, run_stage, stage_dir
@@ -174,15 +175,6 @@ def _cell(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _get(metrics: dict[str, Any], *keys: str) -> Any:
-    node: Any = metrics
-    for key in keys:
-        if not isinstance(node, dict) or node.get(key) is None:
-            return None
-        node = node[key]
-    return node
-
-
 SUMMARY_COLUMNS = (
     ("n", ("n",)),
     ("discriminative score ↓", ("discriminative", "score")),
@@ -214,7 +206,8 @@ def markdown_table(results: dict[str, dict[str, Any]], columns: tuple[tuple[str,
         "|---|" + "---|" * len(columns),
     ]
     for name, metrics in results.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(_get(metrics, *keys)) for _, keys in columns) + " |")
+        cells = [_cell(nested_value(metrics, *keys)) for _, keys in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

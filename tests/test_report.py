@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -34,17 +33,18 @@ def test_table_rows_and_missing_cohorts():
     assert "0.310 ± 0.020" in auprc
 
 
-def test_report_stage_reads_metrics_of_every_cohort(tmp_path, physionet2012_dir):
+def _run_report(folder: Path, raw: dict, monkeypatch) -> None:
+    """Write ``raw`` as params.yaml and SUMMARY as physionet2012's evaluation, then run the report stage there."""
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    write_json(folder / "metrics/physionet2012/evaluate.json", SUMMARY)
+    monkeypatch.chdir(folder)
+    report.main([])
+
+
+def test_report_stage_reads_metrics_of_every_cohort(tmp_path, physionet2012_dir, monkeypatch):
     raw = tiny_params(physionet2012_dir)
     raw["cohorts"]["second"] = raw["cohorts"]["physionet2012"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    write_json(tmp_path / "metrics/physionet2012/evaluate.json", SUMMARY)
-    previous = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        report.main([])
-    finally:
-        os.chdir(previous)
+    _run_report(tmp_path, raw, monkeypatch)
     text = (tmp_path / "reports/results.md").read_text()
     assert "| physionet2012 | physionet2012 | 0.800 ± 0.010" in text
     assert "| second | physionet2012 | not evaluated yet |" in text
@@ -54,17 +54,10 @@ def test_report_stage_reads_metrics_of_every_cohort(tmp_path, physionet2012_dir)
     assert "The fidelity stage has not run for physionet2012 yet." in page
 
 
-def test_stale_cohort_page_is_removed(tmp_path, physionet2012_dir):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(physionet2012_dir)))
-    write_json(tmp_path / "metrics/physionet2012/evaluate.json", SUMMARY)
+def test_stale_cohort_page_is_removed(tmp_path, physionet2012_dir, monkeypatch):
     (tmp_path / "reports/cohorts").mkdir(parents=True)
     (tmp_path / "reports/cohorts/renamed.md").write_text("an old cohort")
-    previous = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        report.main([])
-    finally:
-        os.chdir(previous)
+    _run_report(tmp_path, tiny_params(physionet2012_dir), monkeypatch)
     assert sorted(path.name for path in (tmp_path / "reports/cohorts").iterdir()) == ["physionet2012.md"]
 
 
